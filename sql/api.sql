@@ -1,0 +1,56 @@
+-- audit_ext: SQL functions written in SQL or declared here because their arguments must stay
+-- raw datums (see src/record.rs).
+
+CREATE FUNCTION audit.record(
+    action      text,
+    object_type text  DEFAULT NULL,
+    object_id   text  DEFAULT NULL,
+    object_name text  DEFAULT NULL,
+    old         jsonb DEFAULT NULL,
+    new         jsonb DEFAULT NULL,
+    status      text  DEFAULT 'success',
+    severity    text  DEFAULT 'info',
+    module      text  DEFAULT NULL,
+    message     text  DEFAULT NULL,
+    metadata    jsonb DEFAULT '{}'
+) RETURNS bigint
+    LANGUAGE c VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'audit_record';
+COMMENT ON FUNCTION audit.record IS 'Records one audit event and returns its id.';
+
+CREATE FUNCTION audit.set_context(
+    actor       text    DEFAULT NULL,
+    actor_ip    inet    DEFAULT NULL,
+    session_id  text    DEFAULT NULL,
+    application text    DEFAULT NULL,
+    metadata    jsonb   DEFAULT NULL,
+    local       boolean DEFAULT true
+) RETURNS void
+    LANGUAGE c VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'audit_set_context';
+COMMENT ON FUNCTION audit.set_context IS
+    'Sets who is acting for the events that follow, for this transaction (local) or the session.';
+
+-- The last event of every chain: what an auditor writes down, and later passes to
+-- audit.verify(heads => ...). A loose index scan over (chain, seq): one probe per chain.
+CREATE FUNCTION audit.head()
+RETURNS TABLE (chain integer, seq bigint, hash bytea, at timestamptz)
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE c(chain) AS (
+        SELECT min(e.chain) FROM audit.events e
+        UNION ALL
+        SELECT (SELECT min(e.chain) FROM audit.events e WHERE e.chain > c.chain)
+        FROM c WHERE c.chain IS NOT NULL
+    )
+    SELECT h.chain, h.seq, h.hash, h.at
+    FROM c
+    CROSS JOIN LATERAL (
+        SELECT e.chain, e.seq, e.hash, e.at FROM audit.events e
+        WHERE e.chain = c.chain ORDER BY e.seq DESC LIMIT 1
+    ) h
+    ORDER BY h.chain
+$$;
+COMMENT ON FUNCTION audit.head IS 'The last event of every chain: note it to detect truncation later.';

@@ -1,0 +1,59 @@
+-- audit_ext: tables and roles. Loaded first (bootstrap).
+
+-- Roles are global: created once, kept by DROP EXTENSION, reused when they already exist.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'audit_writer') THEN
+        CREATE ROLE audit_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'audit_reader') THEN
+        CREATE ROLE audit_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'audit_admin') THEN
+        CREATE ROLE audit_admin NOLOGIN;
+    END IF;
+END
+$roles$;
+
+CREATE SEQUENCE audit.events_id_seq AS bigint;
+
+-- One row per audit event. id, chain, seq, txid, prev_hash and hash are assigned by the
+-- insert trigger; supplying them is refused (SQLSTATE 428C9). Column order is the hash
+-- order of docs/hash-format.md, but the trigger and verify look columns up by name.
+CREATE TABLE audit.events (
+    id          bigint      NOT NULL,
+    at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    chain       integer     NOT NULL,
+    seq         bigint      NOT NULL,
+    actor       text        NOT NULL,
+    actor_ip    inet,
+    session_id  text,
+    application text,
+    action      text        NOT NULL,
+    status      text        NOT NULL DEFAULT 'success',
+    severity    text        NOT NULL DEFAULT 'info',
+    module      text,
+    object_type text,
+    object_id   text,
+    object_name text,
+    old         jsonb,
+    new         jsonb,
+    message     text,
+    metadata    jsonb       NOT NULL DEFAULT '{}',
+    txid        bigint      NOT NULL,
+    prev_hash   bytea,
+    hash        bytea       NOT NULL,
+    CONSTRAINT events_pkey PRIMARY KEY (id),
+    CONSTRAINT events_chain_seq_key UNIQUE (chain, seq)
+);
+ALTER SEQUENCE audit.events_id_seq OWNED BY audit.events.id;
+
+COMMENT ON TABLE audit.events IS
+    'Append-only, SHA-256 hash-chained audit events (audit_ext). Check with audit.verify().';
+
+-- The auditors' everyday questions: by time, by actor, by object, by action (each within a
+-- time range). (chain, seq) above serves verify and the chain head.
+CREATE INDEX events_at_idx     ON audit.events (at);
+CREATE INDEX events_actor_idx  ON audit.events (actor, at);
+CREATE INDEX events_object_idx ON audit.events (object_id, at);
+CREATE INDEX events_action_idx ON audit.events (action, at);

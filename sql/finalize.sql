@@ -1,0 +1,20 @@
+-- audit_ext: privileges. Loaded last (finalize). PUBLIC gets nothing.
+
+REVOKE ALL ON ALL TABLES IN SCHEMA audit FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA audit FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA audit FROM PUBLIC;
+REVOKE ALL ON SCHEMA audit FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA audit TO audit_writer, audit_reader, audit_admin;
+
+-- Writers record; nothing else. audit.record is SECURITY DEFINER, so no INSERT grant.
+GRANT EXECUTE ON FUNCTION audit.record(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb),
+                          audit.set_context(text, inet, text, text, jsonb, boolean)
+    TO audit_writer;
+
+-- Readers read and verify.
+GRANT SELECT ON audit.events TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head() TO audit_reader;
+
+-- Admins can do both.
+GRANT audit_writer, audit_reader TO audit_admin;

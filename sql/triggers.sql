@@ -1,0 +1,12 @@
+-- audit_ext: the guards on audit.events.
+
+-- Named so that it fires after any other BEFORE INSERT trigger (they fire in name order):
+-- nothing may change or skip a row once it is chained.
+CREATE TRIGGER zz_chain_event
+    BEFORE INSERT ON audit.events
+    FOR EACH ROW EXECUTE FUNCTION audit.chain_event();
+
+-- Statement level: refuses even statements that would touch no row, for every role.
+CREATE TRIGGER append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON audit.events
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();

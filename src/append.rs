@@ -1,0 +1,350 @@
+//! The triggers on `audit.events`: every insert is validated, given its context, chained and
+//! hashed here, whoever inserts (`audit.record`, change capture, or a privileged role's direct
+//! INSERT); every UPDATE, DELETE and TRUNCATE is refused.
+
+use crate::error::raise;
+use crate::event::{self, Kind, COLUMNS};
+use crate::{chain, gucs};
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgTupleDesc};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+pub const STATUSES: [&str; 3] = ["success", "failure", "denied"];
+pub const SEVERITIES: [&str; 6] = ["debug", "info", "notice", "warning", "high", "critical"];
+pub const MAX_ACTION_CHARS: usize = 200;
+
+#[derive(thiserror::Error, Debug)]
+pub enum AppendError {
+    #[error("audit.events is append-only: {op} is not allowed")]
+    AppendOnly { op: &'static str },
+    #[error("column \"{column}\" of audit.events is assigned by audit_ext and cannot be supplied")]
+    Generated { column: &'static str },
+    #[error("invalid {field}: {problem}")]
+    Invalid { field: &'static str, problem: String, fix: &'static str },
+    #[error("invalid metadata: it must be a JSON object")]
+    MetadataNotObject,
+    #[error("invalid at: an audit event needs a finite timestamp")]
+    BadTimestamp,
+    #[error("audit event is {size} bytes, over the limit of {limit} bytes (audit_ext.max_event_bytes)")]
+    TooLarge { size: usize, limit: i32 },
+    #[error("the audit_ext chain trigger only works on audit.events, not on {table}")]
+    WrongTable { table: String },
+}
+
+/// Where each of `COLUMNS` sits in a relation's tuple, and the id sequence.
+#[derive(Clone)]
+struct Layout {
+    attno: [usize; COLUMNS.len()],
+    natts: usize,
+    id_seq: pg_sys::Oid,
+}
+
+thread_local! {
+    static LAYOUTS: RefCell<HashMap<pg_sys::Oid, Layout>> = RefCell::new(HashMap::new());
+    /// (session id, client address as an inet varlena) — fixed for the life of the backend.
+    static SESSION: RefCell<Option<(String, Option<Vec<u8>>)>> = const { RefCell::new(None) };
+}
+
+#[pg_trigger]
+fn chain_event<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let td = trigger.trigger_data();
+    unsafe {
+        let tuple = append(td).unwrap_or_else(|e| raise(e));
+        let desc = PgTupleDesc::from_pg_unchecked((*td.tg_relation).rd_att);
+        Ok(Some(PgHeapTuple::from_heap_tuple(desc, tuple)))
+    }
+}
+
+#[pg_trigger]
+fn refuse_change<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let op = match trigger.op() {
+        Ok(PgTriggerOperation::Update) => "UPDATE",
+        Ok(PgTriggerOperation::Delete) => "DELETE",
+        Ok(PgTriggerOperation::Truncate) => "TRUNCATE",
+        _ => "this change",
+    };
+    raise(AppendError::AppendOnly { op })
+}
+
+/// A deformed `audit.events` tuple, addressed by canonical column index.
+struct Row<'l> {
+    layout: &'l Layout,
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+}
+
+impl Row<'_> {
+    fn get(&self, c: usize) -> Option<pg_sys::Datum> {
+        let i = self.layout.attno[c];
+        (!self.nulls[i]).then(|| self.values[i])
+    }
+    fn set(&mut self, c: usize, d: pg_sys::Datum) {
+        let i = self.layout.attno[c];
+        self.values[i] = d;
+        self.nulls[i] = false;
+    }
+    unsafe fn text(&self, c: usize) -> Option<std::borrow::Cow<'_, str>> {
+        self.get(c).map(|d| String::from_utf8_lossy(event::bytes(d)))
+    }
+}
+
+unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendError> {
+    let rel = td.tg_relation;
+    let desc = (*rel).rd_att;
+    let layout = layout(rel)?;
+    let mut row = Row {
+        layout: &layout,
+        values: vec![pg_sys::Datum::from(0); layout.natts],
+        nulls: vec![false; layout.natts],
+    };
+    pg_sys::heap_deform_tuple(td.tg_trigtuple, desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
+
+    for c in [event::ID, event::CHAIN, event::SEQ, event::TXID, event::PREV_HASH, event::HASH] {
+        if row.get(c).is_some() {
+            return Err(AppendError::Generated { column: COLUMNS[c].0 });
+        }
+    }
+    fill_context(&mut row)?;
+    validate(&row)?;
+
+    let at = match row.get(event::AT) {
+        Some(d) => d.value() as i64,
+        None => {
+            let now = pg_sys::GetCurrentTimestamp();
+            row.set(event::AT, pg_sys::Datum::from(now));
+            now
+        }
+    };
+    if at == i64::MAX || at == i64::MIN {
+        return Err(AppendError::BadTimestamp);
+    }
+
+    let tail = chain::tail();
+    let seq = tail.seq + 1;
+    row.set(event::CHAIN, pg_sys::Datum::from(tail.chain));
+    row.set(event::SEQ, pg_sys::Datum::from(seq));
+    row.set(event::TXID, pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value as i64));
+    if let Some(prev) = tail.hash {
+        row.set(event::PREV_HASH, bytea(&prev));
+    }
+    let id = call(pg_sys::nextval_oid, &[pg_sys::Datum::from(layout.id_seq)]).expect("nextval returned NULL");
+    row.set(event::ID, id);
+
+    let (hash, size) = event::hash_datums(|c| row.get(c));
+    let limit = gucs::MAX_EVENT_BYTES.get();
+    if size > limit as usize {
+        return Err(AppendError::TooLarge { size, limit });
+    }
+    row.set(event::HASH, bytea(&hash));
+    let tuple = pg_sys::heap_form_tuple(desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
+    chain::advance(seq, hash);
+    Ok(tuple)
+}
+
+/// Actor, IP, session, application and metadata that the caller left NULL come from
+/// `audit.set_context`, else from the session (`session_user`, `inet_client_addr()`, the
+/// backend's session id as in log_line_prefix `%c`, `application_name`).
+unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
+    let mut context_actor = false;
+    if row.get(event::ACTOR).is_none() {
+        let actor = match gucs::context(&gucs::CONTEXT_ACTOR) {
+            Some(v) => {
+                context_actor = true;
+                text(v.to_bytes())
+            }
+            None => text(session_user().to_bytes()),
+        };
+        row.set(event::ACTOR, actor);
+    }
+    let (session_id, client_ip) = session_defaults();
+    if row.get(event::ACTOR_IP).is_none() {
+        let ip = match gucs::context(&gucs::CONTEXT_ACTOR_IP) {
+            Some(v) => call(pg_sys::inet_in, &[pg_sys::Datum::from(v.as_ptr())]),
+            None => client_ip.map(|b| {
+                let p = pg_sys::palloc(b.len()) as *mut u8;
+                std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+                pg_sys::Datum::from(p)
+            }),
+        };
+        if let Some(ip) = ip {
+            row.set(event::ACTOR_IP, ip);
+        }
+    }
+    if row.get(event::SESSION_ID).is_none() {
+        let sid = gucs::context(&gucs::CONTEXT_SESSION_ID)
+            .map(|v| text(v.to_bytes()))
+            .unwrap_or_else(|| text(session_id.as_bytes()));
+        row.set(event::SESSION_ID, sid);
+    }
+    if row.get(event::APPLICATION).is_none() {
+        let app = match gucs::context(&gucs::CONTEXT_APPLICATION) {
+            Some(v) => Some(text(v.to_bytes())),
+            None if !pg_sys::application_name.is_null() && *pg_sys::application_name != 0 => {
+                Some(text(CStr::from_ptr(pg_sys::application_name).to_bytes()))
+            }
+            None => None,
+        };
+        if let Some(app) = app {
+            row.set(event::APPLICATION, app);
+        }
+    }
+    // Metadata: the context's keys, then the event's own (which win), then db_user when the
+    // actor came from the context, so that the database role behind a pool is never lost.
+    let meta = row.get(event::METADATA);
+    if let Some(m) = meta {
+        if !event::jsonb_is_object(m) {
+            return Err(AppendError::MetadataNotObject);
+        }
+    }
+    let ctx_meta = gucs::context(&gucs::CONTEXT_METADATA);
+    if ctx_meta.is_some() || context_actor || meta.is_none() {
+        let mut merged = jsonb(ctx_meta.as_deref().unwrap_or(c"{}"));
+        if let Some(m) = meta {
+            merged = concat(merged, m);
+        }
+        if context_actor {
+            let user = serde_json::to_string(&session_user().to_string_lossy()).unwrap();
+            let extra = std::ffi::CString::new(format!("{{\"db_user\": {user}}}")).unwrap();
+            merged = concat(merged, jsonb(&extra));
+        }
+        row.set(event::METADATA, merged);
+    }
+    Ok(())
+}
+
+unsafe fn validate(row: &Row) -> Result<(), AppendError> {
+    let action = row.text(event::ACTION);
+    let invalid = |problem: String, fix| Err(AppendError::Invalid { field: "action", problem, fix });
+    match action.as_deref() {
+        None | Some("") => {
+            return invalid("it is empty".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'.")
+        }
+        Some(s) if s.chars().count() > MAX_ACTION_CHARS => {
+            return invalid(
+                format!("it is {} characters long, the limit is {MAX_ACTION_CHARS}", s.chars().count()),
+                "Use a short dotted name such as 'resource.modify'; put details in message or metadata.",
+            )
+        }
+        Some(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return invalid(
+                format!("{s:?} contains white space or control characters"),
+                "Use a name without spaces such as 'resource.modify'; put prose in message.",
+            )
+        }
+        _ => {}
+    }
+    let one_of = |c: usize, field: &'static str, allowed: &[&str], fix: &'static str| match row.text(c) {
+        Some(v) if allowed.contains(&v.as_ref()) => Ok(()),
+        v => Err(AppendError::Invalid {
+            field,
+            problem: match v {
+                Some(v) => format!("{v:?} is not one of {}", allowed.join(", ")),
+                None => "it is NULL".into(),
+            },
+            fix,
+        }),
+    };
+    one_of(event::STATUS, "status", &STATUSES, "Use success, failure or denied.")?;
+    one_of(event::SEVERITY, "severity", &SEVERITIES, "Use debug, info, notice, warning, high or critical.")
+}
+
+/// Attribute positions of our columns in `rel`, checked against the live tuple descriptor so
+/// that ALTER TABLE can never make us write into the wrong column.
+unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
+    let relid = (*rel).rd_id;
+    let desc = PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+    let matches = |l: &Layout| {
+        l.natts == desc.len()
+            && COLUMNS.iter().zip(l.attno).all(|((name, _), i)| {
+                desc.get(i).is_some_and(|att| !att.is_dropped() && att.name() == *name)
+            })
+    };
+    if let Some(l) = LAYOUTS.with(|m| m.borrow().get(&relid).cloned()).filter(matches) {
+        return Ok(l);
+    }
+    let table = || {
+        let ns = CStr::from_ptr(pg_sys::get_namespace_name((*rel).rd_rel.as_ref().unwrap().relnamespace));
+        format!("{}.{}", ns.to_string_lossy(), CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy())
+    };
+    let mut attno = [0usize; COLUMNS.len()];
+    for (k, (name, kind)) in COLUMNS.iter().enumerate() {
+        let pos = desc
+            .iter()
+            .position(|att| !att.is_dropped() && att.name() == *name && att.type_oid().value() == type_oid(*kind))
+            .ok_or_else(|| AppendError::WrongTable { table: table() })?;
+        attno[k] = pos;
+    }
+    let ns = (*(*rel).rd_rel).relnamespace;
+    let id_seq = pg_sys::get_relname_relid(c"events_id_seq".as_ptr(), ns);
+    if id_seq == pg_sys::InvalidOid {
+        return Err(AppendError::WrongTable { table: table() });
+    }
+    let l = Layout { attno, natts: desc.len(), id_seq };
+    LAYOUTS.with(|m| m.borrow_mut().insert(relid, l.clone()));
+    Ok(l)
+}
+
+fn type_oid(kind: Kind) -> pg_sys::Oid {
+    match kind {
+        Kind::Int4 => pg_sys::INT4OID,
+        Kind::Int8 => pg_sys::INT8OID,
+        Kind::Timestamptz => pg_sys::TIMESTAMPTZOID,
+        Kind::Text => pg_sys::TEXTOID,
+        Kind::Inet => pg_sys::INETOID,
+        Kind::Jsonb => pg_sys::JSONBOID,
+        Kind::Bytea => pg_sys::BYTEAOID,
+    }
+}
+
+unsafe fn session_user() -> &'static CStr {
+    CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), false))
+}
+
+/// Session id and client address, computed once per backend.
+unsafe fn session_defaults() -> (String, Option<Vec<u8>>) {
+    SESSION.with(|s| {
+        s.borrow_mut()
+            .get_or_insert_with(|| {
+                let (start, pid) = (pg_sys::MyStartTime, pg_sys::MyProcPid);
+                let sid = format!("{start:x}.{pid:x}");
+                let ip = pgrx::direct_function_call_as_datum(pg_sys::inet_client_addr, &[]).map(|d| {
+                    let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+                    let len = pgrx::varlena::varsize_any(v);
+                    std::slice::from_raw_parts(v as *const u8, len).to_vec()
+                });
+                (sid, ip)
+            })
+            .clone()
+    })
+}
+
+unsafe fn text(b: &[u8]) -> pg_sys::Datum {
+    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(b.as_ptr() as *const _, b.len() as i32))
+}
+
+unsafe fn bytea(b: &[u8]) -> pg_sys::Datum {
+    text(b)
+}
+
+unsafe fn jsonb(s: &CStr) -> pg_sys::Datum {
+    call(pg_sys::jsonb_in, &[pg_sys::Datum::from(s.as_ptr())]).expect("jsonb_in returned NULL")
+}
+
+unsafe fn concat(a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum {
+    call(pg_sys::jsonb_concat, &[a, b]).expect("jsonb_concat returned NULL")
+}
+
+/// Calls a built-in fmgr function directly.
+pub unsafe fn call(
+    f: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
+    args: &[pg_sys::Datum],
+) -> Option<pg_sys::Datum> {
+    let args: Vec<_> = args.iter().map(|d| Some(*d)).collect();
+    pgrx::direct_function_call_as_datum(f, &args)
+}

@@ -1,0 +1,92 @@
+//! The one place where module errors become PostgreSQL errors.
+//!
+//! Each SQL-facing module has its own `thiserror` enum; this file maps every variant to an
+//! explicit SQLSTATE and a hint that names the fix, and raises it with `ereport`.
+//! A `#[pg_trigger]` returning `Err` would surface as a generic error, so triggers call
+//! [`raise`] too.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+/// An error that knows its SQLSTATE and how the user fixes it.
+pub trait SqlError: std::fmt::Display {
+    fn code(&self) -> PgSqlErrorCode;
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Raises `err` as an ERROR with its SQLSTATE, message and hint. Never returns.
+pub fn raise<E: SqlError>(err: E) -> ! {
+    let mut report = ErrorReport::new(err.code(), err.to_string(), "audit_ext");
+    if let Some(hint) = err.hint() {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) returned")
+}
+
+// ---- the mapping, module by module -------------------------------------------------------
+
+use crate::append::AppendError;
+use crate::record::RecordError;
+use crate::verify::VerifyError;
+
+impl SqlError for AppendError {
+    fn code(&self) -> PgSqlErrorCode {
+        use AppendError::*;
+        match self {
+            AppendOnly { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Generated { .. } => PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
+            Invalid { .. } | MetadataNotObject | BadTimestamp => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            WrongTable { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        use AppendError::*;
+        Some(match self {
+            AppendOnly { .. } => "Audit events can never be changed or removed. Record a corrective event with audit.record(); old events leave only through retention.".into(),
+            Generated { .. } => "Leave id, chain, seq, txid, prev_hash and hash out of the INSERT: the extension assigns them.".into(),
+            Invalid { fix, .. } => fix.to_string(),
+            MetadataNotObject => "Pass a JSON object, e.g. '{\"request_id\": \"r1\"}'::jsonb.".into(),
+            BadTimestamp => "Leave \"at\" out of the INSERT so that it defaults to clock_timestamp().".into(),
+            TooLarge { .. } => "Store large documents elsewhere and record a reference, or raise audit_ext.max_event_bytes (superuser).".into(),
+            WrongTable { .. } => return None,
+        })
+    }
+}
+
+impl SqlError for RecordError {
+    fn code(&self) -> PgSqlErrorCode {
+        match self {
+            RecordError::LocalOutsideTransaction => PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+            RecordError::BadContext(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, or pass local => false to keep the context for the whole session.".into(),
+            RecordError::BadContext(_) => "Pass a JSON object as metadata.".into(),
+        })
+    }
+}
+
+impl SqlError for VerifyError {
+    fn code(&self) -> PgSqlErrorCode {
+        match self {
+            VerifyError::BadRange { .. } | VerifyError::BadHeads(_) => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            VerifyError::BadRange { .. } => "Pass from_id <= to_id, or NULL for an open end.".into(),
+            VerifyError::BadHeads(_) => "Pass the output of: select jsonb_agg(to_jsonb(h)) from audit.head() h".into(),
+        })
+    }
+}

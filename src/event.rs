@@ -1,0 +1,139 @@
+//! The columns of `audit.events` that are hashed, in canonical order, and how each
+//! PostgreSQL datum is reduced to the bytes the hash sees.
+
+use crate::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
+use pgrx::pg_sys;
+use pgrx::varlena::varlena_to_byte_slice;
+use std::ffi::CStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int4,
+    Int8,
+    Timestamptz,
+    Text,
+    Inet,
+    Jsonb,
+    Bytea,
+}
+
+/// Hashed columns in canonical order, then `hash` itself (index [`HASH`]).
+pub const COLUMNS: [(&str, Kind); 22] = [
+    ("id", Kind::Int8),
+    ("at", Kind::Timestamptz),
+    ("chain", Kind::Int4),
+    ("seq", Kind::Int8),
+    ("actor", Kind::Text),
+    ("actor_ip", Kind::Inet),
+    ("session_id", Kind::Text),
+    ("application", Kind::Text),
+    ("action", Kind::Text),
+    ("status", Kind::Text),
+    ("severity", Kind::Text),
+    ("module", Kind::Text),
+    ("object_type", Kind::Text),
+    ("object_id", Kind::Text),
+    ("object_name", Kind::Text),
+    ("old", Kind::Jsonb),
+    ("new", Kind::Jsonb),
+    ("message", Kind::Text),
+    ("metadata", Kind::Jsonb),
+    ("txid", Kind::Int8),
+    ("prev_hash", Kind::Bytea),
+    ("hash", Kind::Bytea),
+];
+
+pub const ID: usize = 0;
+pub const AT: usize = 1;
+pub const CHAIN: usize = 2;
+pub const SEQ: usize = 3;
+pub const ACTOR: usize = 4;
+pub const ACTOR_IP: usize = 5;
+pub const SESSION_ID: usize = 6;
+pub const APPLICATION: usize = 7;
+pub const ACTION: usize = 8;
+pub const STATUS: usize = 9;
+pub const SEVERITY: usize = 10;
+pub const METADATA: usize = 18;
+pub const TXID: usize = 19;
+pub const PREV_HASH: usize = 20;
+pub const HASH: usize = 21;
+/// Number of hashed columns (all but `hash`).
+pub const HASHED: usize = 21;
+
+/// `id, at, chain, ...` in canonical order: the select list `verify` streams.
+pub fn select_list() -> String {
+    COLUMNS.iter().map(|(n, _)| format!("e.{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Hashes one event from its datums in canonical order. Returns the digest and the encoded
+/// size. Allocates (detoast, jsonb text) in the current memory context: callers reset it.
+///
+/// # Safety
+/// Each datum must be of the type `COLUMNS` gives for its position.
+pub unsafe fn hash_datums(get: impl Fn(usize) -> Option<pg_sys::Datum>) -> ([u8; 32], usize) {
+    let mut h = EventHasher::new();
+    for (i, (_, kind)) in COLUMNS.iter().take(HASHED).enumerate() {
+        match get(i) {
+            None => h.field(Value::Null),
+            Some(d) => with_value(*kind, d, |v| h.field(v)),
+        }
+    }
+    h.finish()
+}
+
+/// Calls `f` with the hashed form of one non-null datum.
+///
+/// # Safety
+/// `d` must be a valid datum of type `kind`.
+pub unsafe fn with_value<R>(kind: Kind, d: pg_sys::Datum, f: impl FnOnce(Value<'_>) -> R) -> R {
+    match kind {
+        Kind::Int4 => f(Value::Int4(d.value() as i32)),
+        Kind::Int8 => f(Value::Int8(d.value() as i64)),
+        Kind::Timestamptz => f(Value::Timestamp((d.value() as i64).saturating_add(PG_EPOCH_OFFSET_US))),
+        Kind::Text | Kind::Bytea => f(Value::Bytes(bytes(d))),
+        Kind::Inet => {
+            let b = bytes(d);
+            // inet_struct: family (PGSQL_AF_INET = 2, PGSQL_AF_INET6 = 3), bits, address.
+            let family = if b[0] == 2 { 4 } else { 6 };
+            f(Value::Inet { family, bits: b[1], addr: &b[2..] })
+        }
+        Kind::Jsonb => {
+            let text = jsonb_text(d);
+            f(Value::Bytes(text.to_bytes()))
+        }
+    }
+}
+
+/// Zero-copy bytes of a text/bytea/inet datum (detoasted into the current context if needed).
+///
+/// # Safety
+/// `d` must be a varlena datum.
+pub unsafe fn bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
+    let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+    varlena_to_byte_slice(v)
+}
+
+/// PostgreSQL's own jsonb text (`jsonb_out`): keys ordered by length then bytes, ", " and ": "
+/// separators, numerics as stored. Independent of every setting.
+///
+/// # Safety
+/// `d` must be a jsonb datum.
+pub unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a CStr {
+    let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+    let size = pgrx::varlena::varsize_any(jb as *const pg_sys::varlena) as i32;
+    let cstr = pg_sys::JsonbToCString(std::ptr::null_mut(), &mut (*jb).root, size);
+    CStr::from_ptr(cstr)
+}
+
+/// True when a jsonb datum's top level is an object.
+///
+/// # Safety
+/// `d` must be a jsonb datum.
+pub unsafe fn jsonb_is_object(d: pg_sys::Datum) -> bool {
+    const JB_FSCALAR: u32 = 0x1000_0000;
+    const JB_FOBJECT: u32 = 0x2000_0000;
+    let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+    let header = (*jb).root.header;
+    header & JB_FOBJECT != 0 && header & JB_FSCALAR == 0
+}

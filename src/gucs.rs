@@ -1,0 +1,67 @@
+//! Every `audit_ext.*` setting, in one place.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// Number of hash chains that writers spread over. A transaction takes the first free chain
+/// and stays on it, so concurrent writers do not queue on one tail. Default from the
+/// side-by-side benchmark in BENCHMARKS.md. Superuser-only: it decides how the log is laid out.
+pub static CHAINS: GucSetting<i32> = GucSetting::<i32>::new(4);
+
+/// Largest encoded size of one event (all fields, as hashed). Superuser-only so that a writer
+/// cannot lift the limit that protects the log from being flooded.
+pub static MAX_EVENT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
+
+/// Who is acting, as set by `audit.set_context` (these are its storage: GUCs give us SET LOCAL
+/// semantics, savepoint rollback and DISCARD ALL for connection pools).
+pub static CONTEXT_ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CONTEXT_ACTOR_IP: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CONTEXT_SESSION_ID: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static CONTEXT_APPLICATION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static CONTEXT_METADATA: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"audit_ext.chains",
+        c"Number of hash chains concurrent writers spread over.",
+        c"A transaction appends to one chain only. More chains let more writers append at once; verify reports each chain.",
+        &CHAINS,
+        1,
+        1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"audit_ext.max_event_bytes",
+        c"Largest encoded size of one audit event, in bytes.",
+        c"Counts every field as hashed (see docs/hash-format.md). Larger events are refused with SQLSTATE 54000.",
+        &MAX_EVENT_BYTES,
+        1024,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    let ctx = |name, short, setting| {
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            c"Set through audit.set_context(); read when an event is recorded.",
+            setting,
+            GucContext::Userset,
+            GucFlags::NO_SHOW_ALL,
+        )
+    };
+    ctx(c"audit_ext.context_actor", c"Actor recorded for events (audit.set_context).", &CONTEXT_ACTOR);
+    ctx(c"audit_ext.context_actor_ip", c"Actor IP recorded for events (audit.set_context).", &CONTEXT_ACTOR_IP);
+    ctx(c"audit_ext.context_session_id", c"Session id recorded for events (audit.set_context).", &CONTEXT_SESSION_ID);
+    ctx(c"audit_ext.context_application", c"Application recorded for events (audit.set_context).", &CONTEXT_APPLICATION);
+    ctx(c"audit_ext.context_metadata", c"Metadata merged into events (audit.set_context).", &CONTEXT_METADATA);
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"audit_ext".as_ptr()) };
+}
+
+/// The value of a context setting, `None` when unset or empty.
+pub fn context(setting: &GucSetting<Option<CString>>) -> Option<CString> {
+    setting.get().filter(|v| !v.as_bytes().is_empty())
+}

@@ -1,0 +1,99 @@
+//! The canonical encoding of an event and its SHA-256, byte for byte as in docs/hash-format.md.
+//!
+//! Pure Rust on purpose: no OIDs, locale, DateStyle, TimeZone or extra_float_digits can reach
+//! it, because every value arrives here already reduced to bytes by `event.rs`.
+
+use sha2::{Digest, Sha256};
+
+/// Leads every encoding, so that a future format can never collide with this one.
+pub const FORMAT_TAG: &[u8] = b"audit_ext:v1";
+
+/// Microseconds between 1970-01-01 (Unix epoch, used in the encoding) and 2000-01-01
+/// (PostgreSQL's epoch, used in `timestamptz` datums).
+pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+/// One field's value, reduced to what is hashed.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Null,
+    Int4(i32),
+    Int8(i64),
+    /// Microseconds since 1970-01-01 00:00:00 UTC.
+    Timestamp(i64),
+    /// UTF-8 text, canonical jsonb text, or raw bytea.
+    Bytes(&'a [u8]),
+    /// `family` is 4 or 6; `addr` is 4 or 16 bytes.
+    Inet { family: u8, bits: u8, addr: &'a [u8] },
+}
+
+/// Streams fields into SHA-256 without building the encoding in memory.
+pub struct EventHasher {
+    sha: Sha256,
+    len: usize,
+}
+
+impl Default for EventHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHasher {
+    pub fn new() -> Self {
+        let mut h = EventHasher { sha: Sha256::new(), len: 0 };
+        h.put(FORMAT_TAG);
+        h
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.len += bytes.len();
+    }
+
+    fn framed(&mut self, parts: &[&[u8]]) {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        self.put(&[1]);
+        self.put(&(n as u32).to_be_bytes());
+        for p in parts {
+            self.put(p);
+        }
+    }
+
+    pub fn field(&mut self, v: Value<'_>) {
+        match v {
+            Value::Null => self.put(&[0]),
+            Value::Int4(x) => self.framed(&[&x.to_be_bytes()]),
+            Value::Int8(x) | Value::Timestamp(x) => self.framed(&[&x.to_be_bytes()]),
+            Value::Bytes(b) => self.framed(&[b]),
+            Value::Inet { family, bits, addr } => self.framed(&[&[family, bits], addr]),
+        }
+    }
+
+    /// The digest and the number of bytes encoded (what `audit_ext.max_event_bytes` limits).
+    pub fn finish(self) -> ([u8; 32], usize) {
+        (self.sha.finalize().into(), self.len)
+    }
+}
+
+/// Hash of a full list of field values, in column order.
+pub fn hash_fields(fields: &[Value<'_>]) -> [u8; 32] {
+    let mut h = EventHasher::new();
+    for f in fields {
+        h.field(*f);
+    }
+    h.finish().0
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

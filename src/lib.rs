@@ -1,0 +1,44 @@
+//! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
+//! This file is glue: the SQL surface lives in `record` and `verify`, the guards in `append`,
+//! internals in `chain`, `event` and `hash`, settings in `gucs`, errors in `error`.
+
+use pgrx::prelude::*;
+
+mod append;
+mod chain;
+mod error;
+mod event;
+mod gucs;
+mod hash;
+mod record;
+mod verify;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!(
+    "../sql/triggers.sql",
+    name = "triggers",
+    requires = [append::chain_event, append::refuse_change]
+);
+extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers"]);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    chain::init();
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

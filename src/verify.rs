@@ -1,0 +1,261 @@
+//! `audit.verify(...)`: recomputes every hash and link, chain by chain, streaming.
+//!
+//! One pass per chain over the `(chain, seq)` index with a server-side cursor: memory stays
+//! flat whatever the log's size, and each row's temporary allocations (detoasting, jsonb text)
+//! go into a context reset per batch. Read-only, so it also runs on a hot standby.
+
+use crate::error::raise;
+use crate::event::{self, HASH, HASHED, PREV_HASH, SEQ};
+use crate::hash::{from_hex, to_hex};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgMemoryContexts};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+
+#[derive(thiserror::Error, Debug)]
+pub enum VerifyError {
+    #[error("from_id {from} is greater than to_id {to}")]
+    BadRange { from: i64, to: i64 },
+    #[error("invalid heads: {0}")]
+    BadHeads(String),
+}
+
+/// A head an auditor noted from `audit.head()`.
+#[derive(Clone, Debug)]
+struct Noted {
+    seq: i64,
+    hash: Vec<u8>,
+}
+
+/// What verify says of one chain.
+#[derive(Debug, Default)]
+struct Report {
+    checked: i64,
+    bad: Option<(Option<i64>, i64, String)>,
+    note: Option<String>,
+}
+
+const BATCH: i64 = 10_000;
+
+
+/// Checks every chain (or the events with id in [from_id, to_id]) and, given the heads an
+/// auditor noted earlier, that each noted head is still there, unchanged.
+#[pg_extern(stable, parallel_restricted)]
+fn verify(
+    from_id: default!(Option<i64>, "NULL"),
+    to_id: default!(Option<i64>, "NULL"),
+    heads: default!(Option<JsonB>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(chain, i32),
+        name!(events_checked, i64),
+        name!(ok, bool),
+        name!(first_bad_id, Option<i64>),
+        name!(first_bad_seq, Option<i64>),
+        name!(reason, Option<String>),
+    ),
+> {
+    if let (Some(from), Some(to)) = (from_id, to_id) {
+        if from > to {
+            raise(VerifyError::BadRange { from, to });
+        }
+    }
+    let noted = heads.map(|h| parse_heads(h.0).unwrap_or_else(|e| raise(e))).unwrap_or_default();
+    let rows = unsafe { run(from_id, to_id, &noted) };
+    TableIterator::new(rows.into_iter().map(|(chain, r)| {
+        let (id, seq, reason) = match r.bad {
+            Some((id, seq, reason)) => (Some(id), Some(seq), Some(reason)),
+            None => (None, None, r.note),
+        };
+        (chain, r.checked, seq.is_none(), id.flatten(), seq, reason)
+    }))
+}
+
+fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError> {
+    let bad = |m: &str| VerifyError::BadHeads(m.to_string());
+    let items = match v {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Null => vec![],
+        _ => return Err(bad("expected a JSON array of {chain, seq, hash}")),
+    };
+    let mut out = BTreeMap::new();
+    for item in items {
+        let chain = item.get("chain").and_then(|v| v.as_i64()).ok_or_else(|| bad("a head has no integer \"chain\""))?;
+        let seq = item.get("seq").and_then(|v| v.as_i64()).ok_or_else(|| bad("a head has no integer \"seq\""))?;
+        let hex = item.get("hash").and_then(|v| v.as_str()).ok_or_else(|| bad("a head has no \"hash\" string"))?;
+        let hash = from_hex(hex.trim_start_matches("\\x")).filter(|h| h.len() == 32).ok_or_else(|| {
+            bad("a head's \"hash\" is not 32 bytes of hex such as \"\\\\x3f2a...\"")
+        })?;
+        let chain = i32::try_from(chain).map_err(|_| bad("a head's \"chain\" is out of range"))?;
+        if out.insert(chain, Noted { seq, hash }).is_some() {
+            return Err(bad(&format!("chain {chain} is noted twice")));
+        }
+    }
+    Ok(out)
+}
+
+unsafe fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<(i32, Report)> {
+    Spi::connect(|client| {
+        let mut chains: Vec<i32> = client
+            .select(
+                "WITH RECURSIVE c(chain) AS ( \
+                   SELECT min(chain) FROM audit.events \
+                   UNION ALL \
+                   SELECT (SELECT min(e.chain) FROM audit.events e WHERE e.chain > c.chain) \
+                   FROM c WHERE c.chain IS NOT NULL) \
+                 SELECT chain FROM c WHERE chain IS NOT NULL",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| pgrx::error!("audit_ext: listing chains failed: {e}"))
+            .filter_map(|r| r.get::<i32>(1).ok().flatten())
+            .collect();
+        for c in noted.keys() {
+            if !chains.contains(c) {
+                chains.push(*c);
+            }
+        }
+        chains.sort_unstable();
+        chains
+            .into_iter()
+            .map(|c| {
+                let mut r = check_chain(c, from, to, noted.get(&c));
+                if !noted.is_empty() && !noted.contains_key(&c) && r.bad.is_none() {
+                    r.note = Some("not in the noted heads: the chain began after they were noted".into());
+                }
+                (c, r)
+            })
+            .collect()
+    })
+}
+
+unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Option<&Noted>) -> Report {
+    let mut report = Report::default();
+    let query = CString::new(format!(
+        "SELECT {} FROM audit.events e WHERE e.chain = $1 AND e.id BETWEEN $2 AND $3 ORDER BY e.seq",
+        event::select_list()
+    ))
+    .unwrap();
+    let mut types = [pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::INT8OID];
+    let plan = pg_sys::SPI_prepare(query.as_ptr(), 3, types.as_mut_ptr());
+    let mut args = [
+        pg_sys::Datum::from(chain),
+        pg_sys::Datum::from(from.unwrap_or(i64::MIN)),
+        pg_sys::Datum::from(to.unwrap_or(i64::MAX)),
+    ];
+    let nulls = [b' ' as std::ffi::c_char; 3];
+    let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, args.as_mut_ptr(), nulls.as_ptr(), true);
+
+    // What the next event must look like: its seq, and the hash its prev_hash must equal.
+    let mut expect: Option<(i64, Option<Vec<u8>>)> = None;
+    let mut last_seq = 0i64;
+    let mut row_cx = PgMemoryContexts::new("audit_ext verify");
+    let mut values = [pg_sys::Datum::from(0); event::COLUMNS.len()];
+    let mut isnull = [false; event::COLUMNS.len()];
+    'fetch: loop {
+        pg_sys::SPI_cursor_fetch(portal, true, BATCH);
+        let n = pg_sys::SPI_processed as usize;
+        if n == 0 {
+            break;
+        }
+        let tt = *pg_sys::SPI_tuptable;
+        let rows = std::slice::from_raw_parts(tt.vals, n);
+        for &row in rows {
+            let bad = row_cx.switch_to(|_| {
+                pg_sys::heap_deform_tuple(row, tt.tupdesc, values.as_mut_ptr(), isnull.as_mut_ptr());
+                let get = |c: usize| (!isnull[c]).then(|| values[c]);
+                let seq = values[SEQ].value() as i64;
+                let stored = get(HASH).map(|d| event::bytes(d).to_vec());
+                let prev = get(PREV_HASH).map(|d| event::bytes(d).to_vec());
+                let (want_seq, want_prev) = match expect.take() {
+                    Some(e) => e,
+                    None if from.is_none() => (1, None),
+                    None => (seq, previous_hash(chain, seq)),
+                };
+                last_seq = seq;
+                let reason = if seq > want_seq {
+                    Some(format!(
+                        "seq gap: expected seq {want_seq}, found seq {seq}: {} event(s) missing",
+                        seq - want_seq
+                    ))
+                } else if seq < want_seq {
+                    Some(format!("duplicate seq {seq}: a forged or copied event"))
+                } else if prev != want_prev {
+                    Some(format!(
+                        "broken link: prev_hash does not match the hash of seq {} (that event or this one was rewritten)",
+                        seq - 1
+                    ))
+                } else {
+                    let (hash, _) = event::hash_datums(|c| if c < HASHED { get(c) } else { None });
+                    (stored.as_deref() != Some(&hash[..]))
+                        .then(|| "hash mismatch: the event's content differs from what was hashed".to_string())
+                };
+                expect = Some((seq + 1, stored));
+                reason.map(|r| (Some(values[event::ID].value() as i64), seq, r))
+            });
+            row_cx.reset();
+            report.checked += 1;
+            if bad.is_some() {
+                report.bad = bad;
+                break 'fetch;
+            }
+        }
+        pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+    }
+    pg_sys::SPI_cursor_close(portal);
+    pg_sys::SPI_freeplan(plan);
+
+    if let (None, Some(n)) = (&report.bad, noted) {
+        check_noted_head(chain, n, &mut report, last_seq);
+    }
+    report
+}
+
+/// Hash of event `seq - 1` on `chain`, for a range that starts mid-chain (None at seq 1).
+unsafe fn previous_hash(chain: i32, seq: i64) -> Option<Vec<u8>> {
+    if seq <= 1 {
+        return None;
+    }
+    Spi::get_one_with_args::<Vec<u8>>(
+        "SELECT hash FROM audit.events WHERE chain = $1 AND seq = $2",
+        &[chain.into(), (seq - 1).into()],
+    )
+    .ok()
+    .flatten()
+}
+
+unsafe fn check_noted_head(chain: i32, noted: &Noted, report: &mut Report, last_seq: i64) {
+    let now = Spi::get_one_with_args::<Vec<u8>>(
+        "SELECT hash FROM audit.events WHERE chain = $1 AND seq = $2",
+        &[chain.into(), noted.seq.into()],
+    )
+    .ok()
+    .flatten();
+    let bad = match now {
+        None => Some(format!(
+            "noted head seq {} is missing: the chain was truncated (it now ends at seq {last_seq})",
+            noted.seq
+        )),
+        Some(h) if h != noted.hash => Some(format!(
+            "noted head seq {} has changed (noted {}, now {}): the chain was rewritten",
+            noted.seq,
+            to_hex(&noted.hash),
+            to_hex(&h)
+        )),
+        Some(_) => None,
+    };
+    match bad {
+        Some(reason) => {
+            let id = Spi::get_one_with_args::<i64>(
+                "SELECT id FROM audit.events WHERE chain = $1 AND seq = $2",
+                &[chain.into(), noted.seq.into()],
+            )
+            .ok()
+            .flatten();
+            report.bad = Some((id, noted.seq, reason));
+        }
+        None => report.note = Some(format!("matches noted head seq {}", noted.seq)),
+    }
+}
