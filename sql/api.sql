@@ -54,3 +54,10 @@ AS $$
     ORDER BY h.chain
 $$;
 COMMENT ON FUNCTION audit.head IS 'The last event of every chain: note it to detect truncation later.';
+
+-- The hash an event's columns give now (docs/hash-format.md). For every untouched event
+-- hash = audit.hash_event(e); audit.verify() runs the same code over whole chains.
+CREATE FUNCTION audit.hash_event(e audit.events) RETURNS bytea
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'audit_hash_event';
+COMMENT ON FUNCTION audit.hash_event IS 'Recomputes the SHA-256 of one event row (docs/hash-format.md).';

@@ -14,7 +14,8 @@ GRANT EXECUTE ON FUNCTION audit.record(text, text, text, text, jsonb, jsonb, tex
 
 -- Readers read and verify.
 GRANT SELECT ON audit.events TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head() TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), audit.hash_event(audit.events)
+    TO audit_reader;
 
 -- Admins can do both.
 GRANT audit_writer, audit_reader TO audit_admin;

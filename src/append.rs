@@ -3,7 +3,7 @@
 //! INSERT); every UPDATE, DELETE and TRUNCATE is refused.
 
 use crate::error::raise;
-use crate::event::{self, Kind, COLUMNS};
+use crate::event::{self, COLUMNS};
 use crate::{chain, gucs};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTupleDesc};
@@ -272,14 +272,7 @@ unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
         let ns = CStr::from_ptr(pg_sys::get_namespace_name((*rel).rd_rel.as_ref().unwrap().relnamespace));
         format!("{}.{}", ns.to_string_lossy(), CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy())
     };
-    let mut attno = [0usize; COLUMNS.len()];
-    for (k, (name, kind)) in COLUMNS.iter().enumerate() {
-        let pos = desc
-            .iter()
-            .position(|att| !att.is_dropped() && att.name() == *name && att.type_oid().value() == type_oid(*kind))
-            .ok_or_else(|| AppendError::WrongTable { table: table() })?;
-        attno[k] = pos;
-    }
+    let attno = event::attnos(&desc).ok_or_else(|| AppendError::WrongTable { table: table() })?;
     let ns = (*(*rel).rd_rel).relnamespace;
     let id_seq = pg_sys::get_relname_relid(c"events_id_seq".as_ptr(), ns);
     if id_seq == pg_sys::InvalidOid {
@@ -288,18 +281,6 @@ unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
     let l = Layout { attno, natts: desc.len(), id_seq };
     LAYOUTS.with(|m| m.borrow_mut().insert(relid, l.clone()));
     Ok(l)
-}
-
-fn type_oid(kind: Kind) -> pg_sys::Oid {
-    match kind {
-        Kind::Int4 => pg_sys::INT4OID,
-        Kind::Int8 => pg_sys::INT8OID,
-        Kind::Timestamptz => pg_sys::TIMESTAMPTZOID,
-        Kind::Text => pg_sys::TEXTOID,
-        Kind::Inet => pg_sys::INETOID,
-        Kind::Jsonb => pg_sys::JSONBOID,
-        Kind::Bytea => pg_sys::BYTEAOID,
-    }
 }
 
 unsafe fn session_user() -> &'static CStr {

@@ -4,6 +4,7 @@
 use crate::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
 use pgrx::pg_sys;
 use pgrx::varlena::varlena_to_byte_slice;
+use pgrx::PgTupleDesc;
 use std::ffi::CStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,4 +137,27 @@ pub unsafe fn jsonb_is_object(d: pg_sys::Datum) -> bool {
     let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
     let header = (*jb).root.header;
     header & JB_FOBJECT != 0 && header & JB_FSCALAR == 0
+}
+
+/// Position of each of `COLUMNS` in `desc`, by name and type (None if one is missing).
+pub fn attnos(desc: &PgTupleDesc) -> Option<[usize; COLUMNS.len()]> {
+    let mut attno = [0usize; COLUMNS.len()];
+    for (k, (name, kind)) in COLUMNS.iter().enumerate() {
+        attno[k] = desc
+            .iter()
+            .position(|att| !att.is_dropped() && att.name() == *name && att.type_oid().value() == type_oid(*kind))?;
+    }
+    Some(attno)
+}
+
+fn type_oid(kind: Kind) -> pg_sys::Oid {
+    match kind {
+        Kind::Int4 => pg_sys::INT4OID,
+        Kind::Int8 => pg_sys::INT8OID,
+        Kind::Timestamptz => pg_sys::TIMESTAMPTZOID,
+        Kind::Text => pg_sys::TEXTOID,
+        Kind::Inet => pg_sys::INETOID,
+        Kind::Jsonb => pg_sys::JSONBOID,
+        Kind::Bytea => pg_sys::BYTEAOID,
+    }
 }
