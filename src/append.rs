@@ -222,7 +222,8 @@ unsafe fn validate(row: &Row) -> Result<(), AppendError> {
     let action = row.text(event::ACTION);
     let invalid = |problem: String, fix| Err(AppendError::Invalid { field: "action", problem, fix });
     match action.as_deref() {
-        None | Some("") => {
+        None => return invalid("it is NULL".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'."),
+        Some("") => {
             return invalid("it is empty".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'.")
         }
         Some(s) if s.chars().count() > MAX_ACTION_CHARS => {

@@ -1,0 +1,40 @@
+-- Bad input: a clear error with a SQLSTATE and a hint, and nothing written.
+SELECT count(*) AS before FROM audit.events \gset
+SELECT try($$ SELECT audit.record('') $$);
+SELECT try($$ SELECT audit.record(NULL) $$);
+SELECT try($$ SELECT audit.record(repeat('a', 201)) $$);
+SELECT try($$ SELECT audit.record('user login') $$);
+SELECT try($$ SELECT audit.record('a.b', status => 'ok') $$);
+SELECT try($$ SELECT audit.record('a.b', status => NULL) $$);
+SELECT try($$ SELECT audit.record('a.b', severity => 'fatal') $$);
+SELECT try($$ SELECT audit.record('a.b', metadata => '[1, 2]') $$);
+SELECT try($$ SELECT audit.record('a.b', metadata => '"text"') $$);
+SELECT try($$ SELECT audit.record('a.b', new => '{"k": "\u0000"}') $$);
+SELECT try($$ SELECT audit.record('a.b', object_name => convert_from('\x6100', 'UTF8')) $$);
+SELECT try($$ SELECT audit.set_context(actor_ip => '999.1.1.1') $$);
+SELECT try($$ SELECT audit.set_context(metadata => '[]', local => false) $$);
+-- local => true (the default) outside BEGIN ... COMMIT would do nothing: refused.
+SELECT audit.set_context(actor => 'x');
+SET audit_ext.max_event_bytes = 4096;
+SELECT try($$ SELECT audit.record('a.b', message => repeat('x', 5000)) $$) ~ '^54000: audit event is \d+ bytes, over the limit of 4096 bytes' AS too_large;
+RESET audit_ext.max_event_bytes;
+SELECT try($$ INSERT INTO audit.events (action, seq) VALUES ('a.b', 1) $$);
+SELECT try($$ INSERT INTO audit.events (action, hash) VALUES ('a.b', '\x00') $$);
+SELECT try($$ INSERT INTO audit.events (id, action) VALUES (1, 'a.b') $$);
+SELECT try($$ SELECT * FROM audit.verify(10, 2) $$);
+SELECT try($$ SELECT * FROM audit.verify(heads => '{"chain": 0}') $$);
+SELECT try($$ SELECT * FROM audit.verify(heads => '[{"chain": 0, "seq": 1}]') $$);
+SELECT count(*) - :before AS written FROM audit.events;
+
+-- Append-only, for every role including the superuser and the owner.
+SELECT try($$ UPDATE audit.events SET message = 'x' WHERE id = 1 $$);
+SELECT try($$ UPDATE audit.events SET message = 'x' WHERE false $$);
+SELECT try($$ DELETE FROM audit.events WHERE id = 1 $$);
+SELECT try($$ TRUNCATE audit.events $$);
+-- Settings that protect the log are superuser-only.
+CREATE ROLE regress_plain LOGIN;
+SET ROLE regress_plain;
+SELECT try($$ SET audit_ext.max_event_bytes = 100000000 $$);
+SELECT try($$ SET audit_ext.chains = 2 $$);
+RESET ROLE;
+DROP ROLE regress_plain;

@@ -1,0 +1,45 @@
+-- PUBLIC gets nothing; writers record; readers read and verify; admins do both.
+CREATE ROLE regress_nobody;
+CREATE ROLE regress_writer IN ROLE audit_writer;
+CREATE ROLE regress_reader IN ROLE audit_reader;
+CREATE ROLE regress_admin IN ROLE audit_admin;
+
+SET ROLE regress_nobody;
+SELECT try($$ SELECT audit.record('x.y') $$);
+SELECT try($$ SELECT count(*) FROM audit.events $$);
+SELECT try($$ SELECT * FROM audit.verify() $$);
+RESET ROLE;
+
+SET ROLE regress_writer;
+SELECT try($$ SELECT audit.record('writer.event') $$);
+SELECT try($$ SELECT count(*) FROM audit.events $$);
+SELECT try($$ INSERT INTO audit.events (action) VALUES ('x.y') $$);
+SELECT try($$ UPDATE audit.events SET message = 'x' $$);
+SELECT try($$ SELECT * FROM audit.verify() $$);
+RESET ROLE;
+-- The actor is who logged in (session_user), not the definer of audit.record.
+SELECT actor, session_user = actor AS is_session_user FROM audit.events WHERE action = 'writer.event';
+
+SET ROLE regress_reader;
+SELECT try($$ SELECT audit.record('x.y') $$);
+SELECT try($$ SELECT count(*) FROM audit.events $$);
+SELECT try($$ SELECT bool_and(ok) FROM audit.verify() $$);
+SELECT try($$ SELECT count(*) FROM audit.head() $$);
+SELECT try($$ DELETE FROM audit.events $$);
+RESET ROLE;
+
+SET ROLE regress_admin;
+SELECT try($$ SELECT audit.record('admin.event') $$);
+SELECT try($$ SELECT bool_and(ok) FROM audit.verify() $$);
+RESET ROLE;
+
+-- No SECURITY DEFINER function without a pinned search_path; no privilege for PUBLIC.
+SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'audit' AND p.prosecdef
+  AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
+SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'audit' AND has_function_privilege('public', p.oid, 'EXECUTE');
+SELECT has_table_privilege('public', 'audit.events', 'SELECT') AS public_select,
+       has_schema_privilege('public', 'audit', 'USAGE') AS public_usage;
+
+DROP ROLE regress_nobody, regress_writer, regress_reader, regress_admin;

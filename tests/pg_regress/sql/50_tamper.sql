@@ -1,0 +1,119 @@
+-- verify() finds each kind of tampering and names the first affected event. Each case runs
+-- in its own transaction (rolled back), as a superuser who switched the guards off.
+SELECT chain, events_checked, ok FROM audit.verify();
+SELECT jsonb_agg(to_jsonb(h)) AS heads FROM audit.head() h \gset
+CREATE TEMP VIEW bad AS SELECT chain, first_bad_seq, reason FROM audit.verify() WHERE NOT ok;
+
+-- 1. Any column of any event changed, with the trigger disabled.
+BEGIN;
+ALTER TABLE audit.events DISABLE TRIGGER append_only;
+UPDATE audit.events SET actor = 'mallory' WHERE seq = 3;
+SELECT * FROM bad;
+ROLLBACK;
+-- ... or in replica mode, which skips ordinary triggers.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE audit.events SET metadata = metadata || '{"x": 1}' WHERE seq = 5;
+SELECT * FROM bad;
+ROLLBACK;
+-- Every hashed column is covered.
+DO $$
+DECLARE col text; n int := 0;
+BEGIN
+    FOR col IN SELECT unnest(ARRAY['at', 'actor', 'actor_ip', 'session_id', 'application',
+        'action', 'status', 'severity', 'module', 'object_type', 'object_id', 'object_name',
+        'old', 'new', 'message', 'metadata', 'txid']) LOOP
+        BEGIN
+            SET LOCAL session_replication_role = replica;
+            EXECUTE format('UPDATE audit.events SET %I = %s WHERE seq = 2', col,
+                CASE col WHEN 'at' THEN 'at + interval ''1 second'''
+                         WHEN 'actor_ip' THEN '''10.9.9.9'''
+                         WHEN 'txid' THEN 'txid + 1'
+                         WHEN 'old' THEN '''{"t": 1}''' WHEN 'new' THEN '''{"t": 1}'''
+                         WHEN 'metadata' THEN '''{"t": 1}'''
+                         ELSE '''tampered''' END);
+            IF (SELECT first_bad_seq FROM audit.verify() WHERE NOT ok) = 2 THEN n := n + 1;
+            ELSE RAISE NOTICE 'change to % not detected', col; END IF;
+            RAISE EXCEPTION 'undo';
+        EXCEPTION WHEN raise_exception THEN NULL;
+        END;
+    END LOOP;
+    RAISE NOTICE '% of 17 column changes detected at seq 2', n;
+END $$;
+
+-- 2. The hash recomputed after the change: the next event's link breaks.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE audit.events SET status = 'denied' WHERE seq = 4;
+UPDATE audit.events e SET hash = audit.hash_event(e) WHERE seq = 4;
+SELECT * FROM bad;
+ROLLBACK;
+
+-- 3. An event deleted from the middle.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM audit.events WHERE seq = 6;
+SELECT * FROM bad;
+ROLLBACK;
+
+-- 4. A forged event appended, its hash computed but not linked.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+INSERT INTO audit.events (id, at, chain, seq, actor, action, status, severity, metadata, txid, prev_hash, hash)
+SELECT max(id) + 1, now(), 0, max(seq) + 1, 'mallory', 'forged', 'success', 'info', '{}', 1, '\x00', '\x00'
+FROM audit.events;
+UPDATE audit.events e SET hash = audit.hash_event(e) WHERE action = 'forged';
+SELECT * FROM bad;
+ROLLBACK;
+
+-- 5. Two events swapped (their seq exchanged).
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE audit.events SET seq = -seq WHERE seq IN (7, 8);
+UPDATE audit.events SET seq = CASE seq WHEN -7 THEN 8 ELSE 7 END WHERE seq IN (-7, -8);
+SELECT * FROM bad;
+ROLLBACK;
+
+-- 6. A seq gap (renumbered tail).
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE audit.events SET seq = seq + 1 WHERE seq >= (SELECT max(seq) FROM audit.events);
+SELECT * FROM bad;
+ROLLBACK;
+
+-- 7. The tail truncated: only the noted heads can tell.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM audit.events WHERE seq = (SELECT max(seq) FROM audit.events);
+SELECT count(*) AS bad_without_heads FROM bad;
+SELECT chain, ok, first_bad_seq, reason ~ '^noted head seq \d+ is missing: the chain was truncated' AS truncated
+FROM audit.verify(heads => :'heads');
+ROLLBACK;
+
+-- 8. The whole chain rewritten, every hash recomputed: again only the heads tell.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE audit.events SET message = 'rewritten' WHERE seq = 1;
+DO $$
+DECLARE r record; prev bytea;
+BEGIN
+    FOR r IN SELECT id FROM audit.events ORDER BY seq LOOP
+        UPDATE audit.events SET prev_hash = prev WHERE id = r.id;
+        UPDATE audit.events e SET hash = audit.hash_event(e) WHERE id = r.id RETURNING hash INTO prev;
+    END LOOP;
+END $$;
+SELECT count(*) AS bad_without_heads FROM bad;
+SELECT chain, ok, reason ~ '^noted head seq \d+ has changed .*: the chain was rewritten' AS rewritten
+FROM audit.verify(heads => :'heads');
+ROLLBACK;
+
+-- Untouched, with the heads: ok, and says so.
+SELECT chain, ok, reason ~ '^matches noted head seq' AS matches FROM audit.verify(heads => :'heads');
+
+-- A range: verify from an id in the middle checks the link to the event before it.
+SELECT chain, events_checked, ok FROM audit.verify(from_id => (SELECT id FROM audit.events WHERE seq = 5));
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE audit.events SET hash = '\x01' WHERE seq = 4;
+SELECT chain, ok, first_bad_seq, reason FROM audit.verify(from_id => (SELECT id FROM audit.events WHERE seq = 5));
+ROLLBACK;
