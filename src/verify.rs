@@ -150,13 +150,13 @@ unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Opt
     let nulls = [b' ' as std::ffi::c_char; 3];
     let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, args.as_mut_ptr(), nulls.as_ptr(), true);
 
-    // What the next event must look like: its seq, and the hash its prev_hash must equal.
-    let mut expect: Option<(i64, Option<Vec<u8>>)> = None;
+    // What the next event must look like: its seq, and what its prev_hash must be.
+    let mut expect: Option<(i64, Link)> = None;
     let mut last_seq = 0i64;
-    let mut row_cx = PgMemoryContexts::new("audit_ext verify");
+    let mut batch_cx = PgMemoryContexts::new("audit_ext verify");
     let mut values = [pg_sys::Datum::from(0); event::COLUMNS.len()];
     let mut isnull = [false; event::COLUMNS.len()];
-    'fetch: loop {
+    loop {
         pg_sys::SPI_cursor_fetch(portal, true, BATCH);
         let n = pg_sys::SPI_processed as usize;
         if n == 0 {
@@ -164,19 +164,22 @@ unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Opt
         }
         let tt = *pg_sys::SPI_tuptable;
         let rows = std::slice::from_raw_parts(tt.vals, n);
-        for &row in rows {
-            let bad = row_cx.switch_to(|_| {
+        // Temporary allocations (detoasting, jsonb text) of the whole batch go into one
+        // context, reset once per batch.
+        let bad = batch_cx.switch_to(|_| {
+            for &row in rows {
                 pg_sys::heap_deform_tuple(row, tt.tupdesc, values.as_mut_ptr(), isnull.as_mut_ptr());
                 let get = |c: usize| (!isnull[c]).then(|| values[c]);
                 let seq = values[SEQ].value() as i64;
-                let stored = get(HASH).map(|d| event::bytes(d).to_vec());
-                let prev = get(PREV_HASH).map(|d| event::bytes(d).to_vec());
+                let stored = Link::of(get(HASH).map(|d| event::bytes(d)));
+                let prev = Link::of(get(PREV_HASH).map(|d| event::bytes(d)));
                 let (want_seq, want_prev) = match expect.take() {
                     Some(e) => e,
-                    None if from.is_none() => (1, None),
-                    None => (seq, previous_hash(chain, seq)),
+                    None if from.is_none() => (1, Link::Genesis),
+                    None => (seq, Link::of(previous_hash(chain, seq).as_deref())),
                 };
                 last_seq = seq;
+                report.checked += 1;
                 let reason = if seq > want_seq {
                     Some(format!(
                         "seq gap: expected seq {want_seq}, found seq {seq}: {} event(s) missing",
@@ -184,27 +187,29 @@ unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Opt
                     ))
                 } else if seq < want_seq {
                     Some(format!("duplicate seq {seq}: a forged or copied event"))
-                } else if prev != want_prev {
+                } else if !prev.matches(want_prev) {
                     Some(format!(
                         "broken link: prev_hash does not match the hash of seq {} (that event or this one was rewritten)",
                         seq - 1
                     ))
                 } else {
                     let (hash, _) = event::hash_datums(|c| if c < HASHED { get(c) } else { None });
-                    (stored.as_deref() != Some(&hash[..]))
+                    (!stored.matches(Link::Hash(hash)))
                         .then(|| "hash mismatch: the event's content differs from what was hashed".to_string())
                 };
+                if let Some(r) = reason {
+                    return Some((Some(values[event::ID].value() as i64), seq, r));
+                }
                 expect = Some((seq + 1, stored));
-                reason.map(|r| (Some(values[event::ID].value() as i64), seq, r))
-            });
-            row_cx.reset();
-            report.checked += 1;
-            if bad.is_some() {
-                report.bad = bad;
-                break 'fetch;
             }
-        }
+            None
+        });
+        batch_cx.reset();
         pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+        if bad.is_some() {
+            report.bad = bad;
+            break;
+        }
     }
     pg_sys::SPI_cursor_close(portal);
     pg_sys::SPI_freeplan(plan);
@@ -213,6 +218,28 @@ unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Opt
         check_noted_head(chain, n, &mut report, last_seq);
     }
     report
+}
+
+/// A hash as a link: what an event's `prev_hash` must equal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Link {
+    /// NULL: the first event of a chain.
+    Genesis,
+    Hash([u8; 32]),
+    /// Not 32 bytes: matches nothing.
+    Invalid,
+}
+
+impl Link {
+    fn of(b: Option<&[u8]>) -> Link {
+        match b {
+            None => Link::Genesis,
+            Some(b) => b.try_into().map(Link::Hash).unwrap_or(Link::Invalid),
+        }
+    }
+    fn matches(self, other: Link) -> bool {
+        self == other && self != Link::Invalid
+    }
 }
 
 /// Hash of event `seq - 1` on `chain`, for a range that starts mid-chain (None at seq 1).
