@@ -1,0 +1,7 @@
+# The walkthrough `make demo` shows runs without error and ends with the expected verdicts.
+fresh_db audit_demo_check --no-extension
+out=$(psql -X -v ON_ERROR_STOP=1 -f ../../docs/demo.sql 2>&1) && rc=0 || rc=$?
+assert_eq 0 "$rc" "docs/demo.sql runs to the end"
+assert_match "hash mismatch: the event's content differs" "$out" "the demo shows verify naming the tampered event"
+assert_match "noted head seq [0-9]+ has changed .*the chain was rewritten" "$out" "the demo shows the noted heads catching a rewrite"
+assert_eq 3 "$(grep -c 'ERROR:  audit.events is append-only' <<<"$out")" "the demo shows UPDATE, DELETE and TRUNCATE refused"
