@@ -61,3 +61,9 @@ SELECT audit.record('kept.2') IS NOT NULL AS recorded;
 COMMIT;
 SELECT seq, action FROM audit.events WHERE seq > 8 ORDER BY seq;
 SELECT chain, events_checked, ok, first_bad_id, reason FROM audit.verify();
+
+-- A pooler's DISCARD ALL (or RESET ALL) between clients clears a session context.
+SELECT audit.set_context(actor => 'previous-client', local => false);
+DISCARD ALL;
+SELECT audit.record('after.discard');
+SELECT actor = session_user AS context_cleared FROM audit.events WHERE action = 'after.discard';
