@@ -17,5 +17,8 @@ GRANT SELECT ON audit.events TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), audit.hash_event(audit.events)
     TO audit_reader;
 
+GRANT SELECT ON audit.changes TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb) TO audit_reader;
+
 -- Admins can do both.
 GRANT audit_writer, audit_reader TO audit_admin;

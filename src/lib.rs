@@ -1,11 +1,12 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
-//! This file is glue: the SQL surface lives in `record` and `verify`, the guards in `append`,
+//! This file is glue: the SQL surface lives in `record`, `verify` and `diff`, the guards in `append`,
 //! internals in `chain`, `event` and `hash`, settings in `gucs`, errors in `error`.
 
 use pgrx::prelude::*;
 
 mod append;
 mod chain;
+mod diff;
 mod error;
 mod event;
 mod gucs;
@@ -25,6 +26,7 @@ extension_sql_file!(
     requires = [append::chain_event, append::refuse_change]
 );
 extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers"]);
+extension_sql_file!("../sql/views.sql", name = "views", requires = ["api", diff::diff_jsonb]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
