@@ -1,0 +1,91 @@
+# audit_ext build and test entry points (PostgreSQL 15, pgrx 0.18.0). `make help` lists them.
+# Throwaway clusters live in .test/ .demo/ .bench/ (or /tmp/audit_ext-NAME when the
+# postgres OS user cannot reach this checkout); see tests/tools/cluster.sh.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+MAKEFLAGS += --no-print-directory
+
+PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
+PGBIN      ?= /usr/lib/postgresql/15/bin
+TEST_PORT  ?= 5498
+DEMO_PORT  ?= 5499
+BENCH_PORT ?= 5497
+# extra postgresql.conf lines for every cluster, ';'-separated, e.g.
+#   make test CLUSTER_OPTS="shared_preload_libraries='audit_ext'"
+CLUSTER_OPTS ?=
+export PG_CONFIG PGBIN TEST_PORT DEMO_PORT BENCH_PORT CLUSTER_OPTS
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+CLUSTER := tests/tools/cluster.sh
+# as root, cargo pgrx writes into the system PostgreSQL directly; otherwise through sudo
+SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
+
+.PHONY: help deps build install unit regress integration test demo psql demo-stop bench clean
+
+help:
+	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
+	@echo "make build        cargo build --release"
+	@echo "make install      install the extension into the system PostgreSQL 15"
+	@echo "make unit         #[pg_test] unit tests (cargo pgrx test pg15)"
+	@echo "make regress      pg_regress tests in tests/pg_regress (cluster 'test', port $(TEST_PORT))"
+	@echo "make integration  tests/integration/t_*.sh (cluster 'test', port $(TEST_PORT))"
+	@echo "make test         deps + unit + regress + integration, then stops the test cluster"
+	@echo "make demo         run docs/demo.sql on cluster 'demo' (port $(DEMO_PORT)), leave it running"
+	@echo "make psql         psql on the demo cluster;  make demo-stop  stops it"
+	@echo "make bench        run bench/run.sh on cluster 'bench' (port $(BENCH_PORT))"
+	@echo "make clean        remove all clusters and cargo clean"
+
+deps:
+	@tests/tools/deps.sh
+
+build: deps
+	cargo build --release
+
+install: deps
+	cargo pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG)
+
+unit: deps
+	tests/tools/unit.sh
+
+regress: install
+	@$(CLUSTER) start test $(TEST_PORT)
+	tests/tools/regress.sh test
+
+integration: install
+	tests/integration/run.sh
+
+test:
+	@tests/tools/test_all.sh
+
+demo: install
+	@test -f docs/demo.sql || { echo "docs/demo.sql not found" >&2; exit 1; }
+	@$(CLUSTER) start demo $(DEMO_PORT) audit_demo
+	@eval "$$($(CLUSTER) env demo audit_demo)"; \
+	  PGOPTIONS='-c client_min_messages=warning' $(PGBIN)/psql -Xq -d postgres \
+	    -c 'DROP DATABASE IF EXISTS audit_demo WITH (FORCE)' -c 'CREATE DATABASE audit_demo'; \
+	  $(PGBIN)/psql -X -v ON_ERROR_STOP=1 -e -f docs/demo.sql
+	@echo
+	@echo "The demo cluster keeps running on port $(DEMO_PORT) (database audit_demo)."
+	@echo "  make psql        open psql on it"
+	@echo "  make demo-stop   stop it"
+
+psql:
+	@$(CLUSTER) status demo >/dev/null || { echo "demo cluster is not running: run 'make demo' first" >&2; exit 1; }
+	@eval "$$($(CLUSTER) env demo audit_demo)"; $(PGBIN)/psql
+
+demo-stop:
+	$(CLUSTER) stop demo
+
+bench: install
+	@test -f bench/run.sh || { echo "bench/run.sh not found: nothing to run"; exit 0; }; \
+	$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \
+	trap '$(CLUSTER) stop bench' EXIT; \
+	eval "$$($(CLUSTER) env bench audit_bench)"; \
+	PATH=$(PGBIN):$$PATH bash bench/run.sh
+
+clean:
+	-tests/tools/unit.sh --clean
+	-for c in $$($(CLUSTER) list); do $(CLUSTER) destroy $$c; done
+	rm -rf .test .demo .bench tests/pg_regress/results tests/pg_regress/regression.*
+	cargo clean

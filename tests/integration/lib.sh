@@ -1,0 +1,63 @@
+# Helpers for tests/integration/t_*.sh; sourced by run.sh before each test, which runs
+# under `set -euo pipefail` with PGHOST/PGPORT/PGUSER/PGDATABASE pointing at the test cluster.
+#
+#   sql "query" [psql args]           run query (several statements allowed), print rows (-XAtq)
+#   sql_expect_error SQLSTATE "query" [message]   assert the query fails with that SQLSTATE
+#   assert_eq EXPECTED ACTUAL message | assert_match REGEX ACTUAL message
+#   ok message | fail message | skip message      record one check
+#   fresh_db NAME [--no-extension]   drop+create NAME, CREATE EXTENSION audit_ext, and make it
+#                                    the current database (exports PGDATABASE=NAME)
+#   ext_available                    true when audit_ext is installed in the server
+#   as_pg CMD...                     run CMD as the cluster's OS user (postgres when root)
+# Tests run in tests/integration; $TOOLS is tests/tools, $TEST_PORT the test cluster's port.
+# A test that exits early (an unexpected SQL error under set -e) counts as one failure.
+
+: "${T_RESULTS:?lib.sh must be sourced by tests/integration/run.sh}"
+TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
+
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
+
+sql() {
+  local q=$1; shift
+  psql -XAtq -v ON_ERROR_STOP=1 "$@" <<<"$q"
+}
+
+ok()   { echo "ok   - $*"; echo pass >>"$T_RESULTS"; }
+fail() { echo "FAIL - $*"; echo fail >>"$T_RESULTS"; }
+skip() { echo "skip - $*"; echo skip >>"$T_RESULTS"; }
+
+assert_eq() {
+  if [ "$1" == "$2" ]; then ok "$3"; else
+    fail "$3"; printf '       expected: %s\n       actual:   %s\n' "$1" "$2"
+  fi
+}
+
+assert_match() {
+  if [[ $2 =~ $1 ]]; then ok "$3"; else
+    fail "$3"; printf '       expected to match: %s\n       actual: %s\n' "$1" "$2"
+  fi
+}
+
+sql_expect_error() {
+  local want=$1 q=$2 msg=${3:-"fails with SQLSTATE $1: $2"} out rc=0 got
+  out=$(psql -Xq -v ON_ERROR_STOP=1 -v VERBOSITY=verbose <<<"$q" 2>&1) || rc=$?
+  # verbose errors look like "ERROR:  23505: duplicate key value ..."
+  got=$(sed -nE 's/^(ERROR|FATAL|PANIC):  ([0-9A-Z]{5}): .*/\2/p' <<<"$out" | head -n 1)
+  if [ "$rc" -ne 0 ] && [ "$got" == "$want" ]; then ok "$msg"; else
+    fail "$msg"
+    printf '       expected SQLSTATE %s, got %s (psql exit %s); output:\n' "$want" "${got:-none}" "$rc"
+    sed 's/^/         /' <<<"$out" | head -n 20
+  fi
+}
+
+ext_available() {
+  [ "$(sql "SELECT count(*) FROM pg_available_extensions WHERE name = 'audit_ext'" -d postgres)" = 1 ]
+}
+
+fresh_db() {
+  local db=$1
+  PGOPTIONS='-c client_min_messages=warning' sql "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" -d postgres
+  sql "CREATE DATABASE \"$db\"" -d postgres
+  export PGDATABASE=$db
+  if [ "${2:-}" != --no-extension ]; then sql "CREATE EXTENSION audit_ext"; fi
+}
