@@ -3,12 +3,11 @@ fresh_db audit_standby
 sql "SELECT count(audit.record('standby.e', 'obj', i::text)) FROM generate_series(1, 100) i" >/dev/null
 tools="$(dirname "$PWD")/tools"
 sdir=$("$tools/cluster.sh" home standby)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 as_pg rm -rf "$sdir/data"
 as_pg pg_basebackup -h "$PGHOST" -p "$PGPORT" -U postgres -D "$sdir/data" -R -X stream >/dev/null
 sport=$((${TEST_PORT:-5498} - 10))
 as_pg sh -c "printf '%s\n' \"port = $sport\" \"unix_socket_directories = '$sdir/data'\" hot_standby=on >> '$sdir/data/postgresql.auto.conf'"
-as_pg pg_ctl start -w -D "$sdir/data" -l "$sdir/standby.log" >/dev/null
+as_pg env -u RUST_BACKTRACE pg_ctl start -w -D "$sdir/data" -l "$sdir/standby.log" >/dev/null
 trap 'as_pg pg_ctl stop -m fast -D "$sdir/data" >/dev/null 2>&1 || true' EXIT
 assert_eq "t" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT pg_is_in_recovery()")" "the standby is in recovery"
 assert_eq "true|100" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT bool_and(ok) || '|' || sum(events_checked) FROM audit.verify()")" \

@@ -70,7 +70,9 @@ start() {
   fi
   if ! running "$d"; then
     local seen; seen=$(stat -c %s "$d/server.log" 2>/dev/null || echo 0)
-    as_pg "$PGBIN/pg_ctl" start -w -t 60 -D "$d" -l "$d/server.log" >/dev/null \
+    # RUST_BACKTRACE in the caller's environment would put Rust backtraces into the DETAIL
+    # of every error the extension raises through SPI: the server runs without it.
+    as_pg env -u RUST_BACKTRACE "$PGBIN/pg_ctl" start -w -t 60 -D "$d" -l "$d/server.log" >/dev/null \
       || { tail -c +$((seen + 1)) "$d/server.log" >&2; die "start of $name failed (port $port busy?)"; }
   fi
   local psql=("$PGBIN/psql" -XAtq -h "$d" -p "$port" -U postgres -d postgres)
