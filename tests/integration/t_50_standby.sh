@@ -4,7 +4,8 @@ sql "SELECT count(audit.record('standby.e', 'obj', i::text)) FROM generate_serie
 tools="$(dirname "$PWD")/tools"
 sdir=$("$tools/cluster.sh" home standby)
 as_pg rm -rf "$sdir/data"
-as_pg pg_basebackup -h "$PGHOST" -p "$PGPORT" -U postgres -D "$sdir/data" -R -X stream >/dev/null
+# --checkpoint=fast: the default spread checkpoint can take minutes after the tests before.
+as_pg pg_basebackup -h "$PGHOST" -p "$PGPORT" -U postgres -D "$sdir/data" -R -X stream --checkpoint=fast >/dev/null
 sport=$((${TEST_PORT:-5498} - 10))
 as_pg sh -c "printf '%s\n' \"port = $sport\" \"unix_socket_directories = '$sdir/data'\" hot_standby=on >> '$sdir/data/postgresql.auto.conf'"
 as_pg env -u RUST_BACKTRACE pg_ctl start -w -D "$sdir/data" -l "$sdir/standby.log" >/dev/null
