@@ -12,6 +12,10 @@ pub static CHAINS: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// cannot lift the limit that protects the log from being flooded.
 pub static MAX_EVENT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 
+/// Record DDL and GRANT/REVOKE through event triggers. Superuser-only: turning capture off
+/// must not be in the hands of the roles whose changes it records.
+pub static CAPTURE_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Who is acting, as set by `audit.set_context` (these are its storage: GUCs give us SET LOCAL
 /// semantics, savepoint rollback and DISCARD ALL for connection pools).
 pub static CONTEXT_ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -40,6 +44,14 @@ pub fn init() {
         &MAX_EVENT_BYTES,
         1024,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"audit_ext.capture_ddl",
+        c"Record DDL and GRANT/REVOKE as audit events.",
+        c"Event triggers record CREATE, ALTER and DROP of schema objects and GRANT/REVOKE on them. Superuser-only.",
+        &CAPTURE_DDL,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 
 mod append;
+mod capture;
 mod chain;
 mod diff;
 mod error;
@@ -27,6 +28,11 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers"]);
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["api", diff::diff_jsonb]);
+extension_sql_file!(
+    "../sql/capture.sql",
+    name = "capture",
+    requires = ["api", capture::capture_ddl_enabled]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

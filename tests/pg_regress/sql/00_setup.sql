@@ -2,6 +2,7 @@
 CREATE EXTENSION audit_ext;
 SELECT current_database() AS db \gset
 ALTER DATABASE :"db" SET audit_ext.chains = 1;
+SET audit_ext.chains = 1;  -- this session too: the DDL below is captured as events
 
 -- try(sql): 'ok', or the SQLSTATE, message and hint of the error it raised.
 CREATE FUNCTION public.try(q text) RETURNS text LANGUAGE plpgsql AS $$
