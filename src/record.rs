@@ -40,11 +40,7 @@ thread_local! {
     static INSERT_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
 }
 
-#[no_mangle]
-pub extern "C" fn pg_finfo_audit_record() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+finfo_v1!(pg_finfo_audit_record);
 
 /// `audit.record(action, object_type, ..., metadata) returns bigint`: the new event's id.
 #[no_mangle]
@@ -82,11 +78,7 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
     id
 }
 
-#[no_mangle]
-pub extern "C" fn pg_finfo_audit_set_context() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+finfo_v1!(pg_finfo_audit_set_context);
 
 /// `audit.set_context(actor, actor_ip, session_id, application, metadata, local)`: replaces the
 /// whole context (a NULL argument clears that part) for the transaction or the session.

@@ -99,16 +99,7 @@ fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError
 unsafe fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<(i32, Report)> {
     Spi::connect(|client| {
         let mut chains: Vec<i32> = client
-            .select(
-                "WITH RECURSIVE c(chain) AS ( \
-                   SELECT min(chain) FROM audit.events \
-                   UNION ALL \
-                   SELECT (SELECT min(e.chain) FROM audit.events e WHERE e.chain > c.chain) \
-                   FROM c WHERE c.chain IS NOT NULL) \
-                 SELECT chain FROM c WHERE chain IS NOT NULL",
-                None,
-                &[],
-            )
+            .select("SELECT chain FROM audit.head()", None, &[])
             .unwrap_or_else(|e| pgrx::error!("audit_ext: listing chains failed: {e}"))
             .filter_map(|r| r.get::<i32>(1).ok().flatten())
             .collect();
@@ -242,58 +233,46 @@ impl Link {
     }
 }
 
+/// Id and hash of the event at `seq` on `chain`, if there is one.
+fn event_at(chain: i32, seq: i64) -> Option<(i64, Vec<u8>)> {
+    Spi::get_two_with_args::<i64, Vec<u8>>(
+        "SELECT id, hash FROM audit.events WHERE chain = $1 AND seq = $2",
+        &[chain.into(), seq.into()],
+    )
+    .ok()
+    .and_then(|(id, hash)| Some((id?, hash?)))
+}
+
 /// Hash of event `seq - 1` on `chain`, for a range that starts mid-chain (None at seq 1).
-unsafe fn previous_hash(chain: i32, seq: i64) -> Option<Vec<u8>> {
+fn previous_hash(chain: i32, seq: i64) -> Option<Vec<u8>> {
     if seq <= 1 {
         return None;
     }
-    Spi::get_one_with_args::<Vec<u8>>(
-        "SELECT hash FROM audit.events WHERE chain = $1 AND seq = $2",
-        &[chain.into(), (seq - 1).into()],
-    )
-    .ok()
-    .flatten()
+    event_at(chain, seq - 1).map(|(_, hash)| hash)
 }
 
-unsafe fn check_noted_head(chain: i32, noted: &Noted, report: &mut Report, last_seq: i64) {
-    let now = Spi::get_one_with_args::<Vec<u8>>(
-        "SELECT hash FROM audit.events WHERE chain = $1 AND seq = $2",
-        &[chain.into(), noted.seq.into()],
-    )
-    .ok()
-    .flatten();
-    let bad = match now {
+fn check_noted_head(chain: i32, noted: &Noted, report: &mut Report, last_seq: i64) {
+    let now = event_at(chain, noted.seq);
+    let reason = match &now {
         None => Some(format!(
             "noted head seq {} is missing: the chain was truncated (it now ends at seq {last_seq})",
             noted.seq
         )),
-        Some(h) if h != noted.hash => Some(format!(
+        Some((_, h)) if *h != noted.hash => Some(format!(
             "noted head seq {} has changed (noted {}, now {}): the chain was rewritten",
             noted.seq,
             to_hex(&noted.hash),
-            to_hex(&h)
+            to_hex(h)
         )),
         Some(_) => None,
     };
-    match bad {
-        Some(reason) => {
-            let id = Spi::get_one_with_args::<i64>(
-                "SELECT id FROM audit.events WHERE chain = $1 AND seq = $2",
-                &[chain.into(), noted.seq.into()],
-            )
-            .ok()
-            .flatten();
-            report.bad = Some((id, noted.seq, reason));
-        }
+    match reason {
+        Some(reason) => report.bad = Some((now.map(|(id, _)| id), noted.seq, reason)),
         None => report.note = Some(format!("matches noted head seq {}", noted.seq)),
     }
 }
 
-#[no_mangle]
-pub extern "C" fn pg_finfo_audit_hash_event() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+finfo_v1!(pg_finfo_audit_hash_event);
 
 /// `audit.hash_event(e audit.events) returns bytea`: the hash an event's columns give now,
 /// with the encoding of docs/hash-format.md. `hash = audit.hash_event(e)` holds for every
