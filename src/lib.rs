@@ -1,6 +1,7 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
-//! This file is glue: the SQL surface lives in `record`, `verify` and `diff`, the guards in `append`,
-//! internals in `chain`, `event` and `hash`, settings in `gucs`, errors in `error`.
+//! This file is glue: the SQL surface lives in `record`, `verify`, `diff` and `capture` (with
+//! sql/*.sql), the guards in `append`, internals in `chain`, `event` and `hash`, settings in
+//! `gucs`, errors in `error`.
 
 use pgrx::prelude::*;
 
