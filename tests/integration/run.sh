@@ -6,6 +6,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Under a subreaper, so that servers killed by the crash test are reaped (tests/tools/subreaper.py).
+if [ -z "${AUDIT_EXT_SUBREAPER:-}" ]; then
+  export AUDIT_EXT_SUBREAPER=1
+  exec python3 "$HERE/../tools/subreaper.py" "$0" "$@"
+fi
 CLUSTER=$HERE/../tools/cluster.sh
 export PATH=/usr/lib/postgresql/15/bin:$PATH   # PG15's psql, pgbench, pg_dump
 
@@ -25,6 +30,8 @@ for t in "${tests[@]}"; do
   [ -f "$t" ] || t=$HERE/$t
   name=$(basename "$t")
   echo "=== $name"
+  # every file starts on a running cluster, even when the one before left it down
+  "$CLUSTER" start test "$TEST_PORT" >/dev/null || true
   results=$work/$name; : >"$results"
   rc=0
   (cd "$HERE" && T_RESULTS=$results timeout "${INTEGRATION_TIMEOUT:-600}" \
