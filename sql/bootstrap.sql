@@ -57,3 +57,32 @@ CREATE INDEX events_at_idx     ON audit.events (at);
 CREATE INDEX events_actor_idx  ON audit.events (actor, at);
 CREATE INDEX events_object_idx ON audit.events (object_id, at);
 CREATE INDEX events_action_idx ON audit.events (action, at);
+
+-- Tables whose row changes are captured, and how (audit.track). Kept in sync with the
+-- audit_ext_capture_* triggers on each table, which carry the same settings as arguments.
+CREATE TABLE audit.tracked (
+    tbl             regclass    NOT NULL PRIMARY KEY,
+    exclude_columns text[]      NOT NULL DEFAULT '{}',
+    mask_columns    text[]      NOT NULL DEFAULT '{}',
+    operations      text[]      NOT NULL,
+    skip_unchanged  boolean     NOT NULL DEFAULT true,
+    tracked_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    tracked_by      text        NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE audit.tracked IS 'Tables whose row changes audit_ext captures (audit.track).';
+
+-- The per-database secret of masked columns (audit.track(mask_columns => ...)): a masked value
+-- is stored as 'masked:' || sha256(key || column || '=' || value), so equal values give equal
+-- markers without revealing the value. 32 bytes from gen_random_uuid() (244 random bits,
+-- pg_strong_random). Readable by the extension owner only.
+CREATE TABLE audit.mask_key (
+    key bytea NOT NULL CHECK (pg_catalog.length(key) = 32)
+);
+INSERT INTO audit.mask_key
+SELECT pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::text
+                                            || pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
+
+-- Both are settings, not data: a dump keeps them so that capture and masking continue
+-- unchanged after a restore.
+SELECT pg_catalog.pg_extension_config_dump('audit.tracked', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.mask_key', '');

@@ -1,6 +1,49 @@
 -- audit_ext: capture of schema changes (DDL) and of GRANT/REVOKE on objects, through event
--- triggers. Commands run by extension scripts (in_extension) and temporary objects are not
--- recorded. Switch off with audit_ext.capture_ddl = off (superuser-only).
+-- triggers, and the guard of audit_ext's own objects and of the capture triggers of tracked
+-- tables. Commands run by extension scripts (in_extension) and temporary objects are not
+-- recorded. Switch recording off with audit_ext.capture_ddl = off (superuser-only); the
+-- guards stay on.
+
+-- Refuses (42501) what would let changes escape the log: ALTER TABLE audit.events (disabling
+-- its triggers, say), triggers, rules or policies on it, and on a tracked table an ALTER that
+-- disables a capture trigger or renames or drops an excluded or masked column (2BP01).
+CREATE FUNCTION audit._guard_command(cmd_tag text, classid oid, objid oid, in_ext boolean) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel oid;
+    problem text;
+BEGIN
+    IF in_ext THEN
+        RETURN;
+    END IF;
+    rel := CASE classid
+        WHEN 'pg_class'::regclass THEN objid
+        WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = objid)
+        WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = objid)
+        WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = objid)
+    END;
+    IF rel = 'audit.events'::regclass AND cmd_tag IN ('ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER',
+            'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('audit.events is protected by audit_ext: %s on it is not allowed', cmd_tag),
+            HINT = 'Its columns, triggers and rules guarantee the chain; they change only with the extension (ALTER EXTENSION audit_ext UPDATE).';
+    END IF;
+    IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER')
+       AND EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = audit._root(rel)) THEN
+        problem := audit._capture_problem(rel::regclass);
+        IF problem LIKE 'column%' THEN
+            RAISE EXCEPTION USING ERRCODE = '2BP01',
+                MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
+                HINT = 'Call audit.track() again without that column first, then change the table.';
+        ELSIF problem IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
+                HINT = 'Stop capture with audit.untrack(), which is itself recorded.';
+        END IF;
+    END IF;
+END
+$$;
 
 -- ddl_command_end: one event per object a command created or altered.
 CREATE FUNCTION audit.capture_ddl_command() RETURNS event_trigger
@@ -9,11 +52,21 @@ AS $$
 DECLARE
     c record;
 BEGIN
+    FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        PERFORM audit._guard_command(c.command_tag, c.classid, c.objid, c.in_extension);
+    END LOOP;
+    -- new, attached or detached partitions of tracked tables
+    IF EXISTS (SELECT FROM audit.tracked)
+       AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE command_tag IN ('CREATE TABLE', 'ALTER TABLE')) THEN
+        PERFORM audit._sync_capture();
+    END IF;
     IF NOT audit.capture_ddl_enabled() THEN
         RETURN;
     END IF;
     FOR c IN SELECT * FROM pg_event_trigger_ddl_commands()
-             WHERE NOT in_extension AND coalesce(schema_name, '') NOT LIKE 'pg\_temp%' LOOP
+             WHERE NOT in_extension AND coalesce(schema_name, '') NOT LIKE 'pg\_temp%'
+               -- audit.track() and untrack() record themselves as capture.* events
+               AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
         INSERT INTO audit.events (action, module, object_type, object_id, object_name, new)
         VALUES (
             CASE WHEN c.command_tag IN ('GRANT', 'REVOKE') THEN 'permission.' || lower(c.command_tag)
@@ -41,19 +94,49 @@ BEGIN
 END
 $$;
 
--- sql_drop: one event per object a DROP (or ALTER ... DROP) removed by name.
+-- sql_drop: one event per object a DROP (or ALTER ... DROP) removed by name; a dropped
+-- tracked table is untracked (capture.untrack); dropping the triggers or rules of
+-- audit.events or a capture trigger of a tracked table is refused (42501).
 CREATE FUNCTION audit.capture_ddl_drop() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d record;
+    t audit.tracked;
 BEGIN
     -- DROP EXTENSION audit_ext removes the log itself: nothing left to record into.
-    IF to_regclass('audit.events') IS NULL OR NOT audit.capture_ddl_enabled() THEN
+    IF to_regclass('audit.events') IS NULL THEN
         RETURN;
     END IF;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
-             WHERE original AND NOT is_temporary LOOP
+             WHERE original AND object_type IN ('trigger', 'rule', 'policy') LOOP
+        -- address_names of a trigger, rule or policy: {schema, table, name}
+        IF (d.address_names[1] = 'audit' AND d.address_names[2] = 'events')
+           OR (d.object_type = 'trigger' AND d.address_names[3] LIKE 'audit\_ext\_capture\_%'
+               AND EXISTS (SELECT FROM audit.tracked tr
+                           WHERE tr.tbl = audit._root(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))))) THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('%s is protected by audit_ext and cannot be dropped', d.object_identity),
+                HINT = CASE WHEN d.address_names[2] = 'events' THEN 'The guards of audit.events change only with the extension.'
+                            ELSE 'Stop capture with audit.untrack(), which is itself recorded.' END;
+        END IF;
+    END LOOP;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
+        DELETE FROM audit.tracked tr WHERE tr.tbl = d.objid RETURNING * INTO t;
+        IF t.tbl IS NOT NULL THEN
+            INSERT INTO audit.events (action, module, object_type, object_name, old, message)
+            VALUES ('capture.untrack', 'capture', 'table', d.object_identity,
+                    jsonb_build_object('operations', t.operations, 'exclude_columns', t.exclude_columns,
+                                       'mask_columns', t.mask_columns, 'skip_unchanged', t.skip_unchanged),
+                    'the tracked table was dropped');
+        END IF;
+    END LOOP;
+    IF NOT audit.capture_ddl_enabled() THEN
+        RETURN;
+    END IF;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
+             WHERE original AND NOT is_temporary
+               AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
         INSERT INTO audit.events (action, module, object_type, object_id, object_name, old)
         VALUES ('ddl.drop_' || replace(d.object_type, ' ', '_'), 'ddl', d.object_type,
                 d.object_identity, d.object_identity,

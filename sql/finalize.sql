@@ -20,5 +20,14 @@ GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), aud
 GRANT SELECT ON audit.changes TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb) TO audit_reader;
 
+GRANT SELECT ON audit.tracked_tables TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
+                          audit.status()
+    TO audit_reader;
+
+-- Admins turn capture on and off (each call is itself an audit event).
+GRANT EXECUTE ON FUNCTION audit.track(regclass, text[], text[], text[], boolean), audit.untrack(regclass)
+    TO audit_admin;
+
 -- Admins can do both.
 GRANT audit_writer, audit_reader TO audit_admin;

@@ -1,8 +1,30 @@
-//! Capture of schema changes: the event triggers live in sql/capture.sql; this module gives
-//! them the one thing PL/pgSQL must not read itself.
+//! Change capture: row changes of tracked tables (statement-level triggers with transition
+//! tables), schema changes (event triggers in sql/capture.sql) and, when the library is
+//! preloaded, role changes (a utility hook).
+//!
+//! Rows: one SPI statement per captured *statement*, never one per row. The trigger runs a
+//! kept `INSERT INTO audit.events ... SELECT ... FROM <transition table>` plan: `to_jsonb` of
+//! each row, excluded columns removed, masked columns replaced, UPDATEs that changed nothing
+//! skipped; the chain trigger on audit.events then chains and hashes each row in C. Plans are
+//! kept per (table, operation) and dropped when the table's relcache entry is invalidated
+//! (ALTER TABLE, CREATE INDEX, a new key, track() replacing the triggers).
 
+use crate::error::raise;
 use crate::gucs;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::IntoDatum;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr, CString};
+
+#[derive(thiserror::Error, Debug)]
+pub enum CaptureError {
+    #[error("audit.capture_rows() fired in the wrong way: {0}")]
+    NotCaptureTrigger(&'static str),
+    #[error("the capture trigger on {table} has invalid arguments: {problem}")]
+    BadTriggerArgs { table: String, problem: String },
+}
 
 /// Whether DDL capture is on. Read here rather than with `current_setting()` in PL/pgSQL:
 /// calling into the library loads it, and loading turns any `audit_ext.capture_ddl`
@@ -11,4 +33,438 @@ use pgrx::prelude::*;
 #[pg_extern(stable, parallel_safe, strict)]
 fn capture_ddl_enabled() -> bool {
     gucs::CAPTURE_DDL.get()
+}
+
+/// Whether role changes are captured: the utility hook is installed only when the library is
+/// loaded through `shared_preload_libraries` (a per-session load would miss every session that
+/// never called into it).
+pub fn role_capture_active() -> bool {
+    ROLE_HOOK_ACTIVE.with(|a| *a.borrow())
+}
+
+// ---- rows --------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Op {
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+}
+
+/// What a kept plan needs besides itself: the tracked table the rows are recorded under
+/// (the table itself, or the root of the partitioned table it belongs to) and its key columns.
+struct Entry {
+    plan: pg_sys::SPIPlanPtr,
+    root: pg_sys::Oid,
+    keys: Vec<String>,
+}
+
+thread_local! {
+    static PLANS: RefCell<HashMap<(pg_sys::Oid, Op), Entry>> = RefCell::new(HashMap::new());
+    /// Plans whose table changed; freed at the next capture (not inside the inval callback).
+    static STALE: RefCell<Vec<pg_sys::SPIPlanPtr>> = const { RefCell::new(Vec::new()) };
+    static KEYS_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
+    static ROLE_HOOK_ACTIVE: RefCell<bool> = const { RefCell::new(false) };
+    static PREV_UTILITY: RefCell<pg_sys::ProcessUtility_hook_type> = const { RefCell::new(None) };
+}
+
+/// The tracked table's settings, as track() wrote them into the trigger's arguments:
+/// `exclude_columns` and `mask_columns` as JSON arrays, `skip_unchanged` as true/false.
+struct Settings {
+    exclude: Vec<String>,
+    mask: Vec<String>,
+    skip_unchanged: bool,
+}
+
+unsafe fn settings(trigger: &pg_sys::Trigger, table: &str) -> Settings {
+    let bad = |problem: String| -> ! {
+        raise(CaptureError::BadTriggerArgs { table: table.to_string(), problem })
+    };
+    if trigger.tgnargs != 3 {
+        bad(format!("expected 3, found {}; run audit.track() again", trigger.tgnargs));
+    }
+    let args = std::slice::from_raw_parts(trigger.tgargs, 3);
+    let arg = |i: usize| CStr::from_ptr(args[i]).to_string_lossy().into_owned();
+    let list = |i: usize| -> Vec<String> {
+        serde_json::from_str(&arg(i)).unwrap_or_else(|e| bad(format!("argument {} is not a JSON array of names: {e}", i + 1)))
+    };
+    Settings { exclude: list(0), mask: list(1), skip_unchanged: arg(2) == "true" }
+}
+
+finfo_v1!(pg_finfo_audit_capture_rows);
+
+/// `audit.capture_rows()`: the AFTER ... FOR EACH STATEMENT trigger that audit.track() puts on
+/// a table (one per operation). SECURITY DEFINER in SQL: the writer of the table needs no
+/// privilege on audit.events.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let ctx = (*fcinfo).context;
+    if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
+        raise(CaptureError::NotCaptureTrigger("it is a trigger function; audit.track() installs it"));
+    }
+    let td = ctx as *mut pg_sys::TriggerData;
+    let event = (*td).tg_event;
+    if event & pg_sys::TRIGGER_EVENT_ROW != 0 || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_AFTER {
+        raise(CaptureError::NotCaptureTrigger("it must be an AFTER ... FOR EACH STATEMENT trigger"));
+    }
+    let op = match event & pg_sys::TRIGGER_EVENT_OPMASK {
+        pg_sys::TRIGGER_EVENT_INSERT => Op::Insert,
+        pg_sys::TRIGGER_EVENT_UPDATE => Op::Update,
+        pg_sys::TRIGGER_EVENT_DELETE => Op::Delete,
+        _ => Op::Truncate,
+    };
+    let has_tables = match op {
+        Op::Insert => !(*td).tg_newtable.is_null(),
+        Op::Update => !(*td).tg_newtable.is_null() && !(*td).tg_oldtable.is_null(),
+        Op::Delete => !(*td).tg_oldtable.is_null(),
+        Op::Truncate => true,
+    };
+    if !has_tables {
+        raise(CaptureError::NotCaptureTrigger("the trigger lacks its transition tables; run audit.track() again"));
+    }
+    let rel = (*td).tg_relation;
+    let relid = (*rel).rd_id;
+    let settings = settings(&*(*td).tg_trigger, &qualified_name(relid));
+
+    if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+        pgrx::error!("audit_ext: SPI_connect failed");
+    }
+    STALE.with(|s| s.borrow_mut().drain(..).for_each(|p| {
+        pg_sys::SPI_freeplan(p);
+    }));
+    if pg_sys::SPI_register_trigger_data(td) != pg_sys::SPI_OK_TD_REGISTER as i32 {
+        pgrx::error!("audit_ext: registering the transition tables failed");
+    }
+    let (plan, root, keys) = PLANS.with(|p| {
+        if let Some(e) = p.borrow().get(&(relid, op)) {
+            return (e.plan, e.root, e.keys.clone());
+        }
+        let root = if (*(*rel).rd_rel).relispartition { partition_root(relid) } else { relid };
+        let keys = key_columns(root);
+        let plan = prepare(op, keys.len(), !settings.mask.is_empty(), root != relid);
+        p.borrow_mut().insert((relid, op), Entry { plan, root, keys: keys.clone() });
+        (plan, root, keys)
+    });
+    let mut values = [
+        qualified_name(root).into_datum().unwrap(),
+        settings.exclude.into_datum().unwrap(),
+        settings.mask.into_datum().unwrap(),
+        keys.into_datum().unwrap(),
+        settings.skip_unchanged.into_datum().unwrap(),
+        qualified_name(relid).into_datum().unwrap(),
+    ];
+    let nulls = [b' ' as c_char; 6];
+    let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+    if rc != pg_sys::SPI_OK_INSERT as i32 {
+        pgrx::error!("audit_ext: recording the captured rows failed ({rc})");
+    }
+    pg_sys::SPI_finish();
+    pg_sys::Datum::from(0)
+}
+
+/// The plan for one operation. Parameters: $1 object_name, $2 exclude_columns,
+/// $3 mask_columns, $4 key columns, $5 skip_unchanged, $6 the partition written (only used
+/// for TRUNCATE of a partition, which names it in `new`). The text depends only on the
+/// operation, the number of key columns, whether anything is masked and whether the table is
+/// a partition: no name or value is spliced in.
+unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys::SPIPlanPtr {
+    // object_id: one key column as its text; several as a JSON array of their values.
+    let key = |j: &str| match nkeys {
+        0 => "NULL::text".to_string(),
+        1 => format!("{j} ->> $4[1]"),
+        n => format!(
+            "jsonb_build_array({})::text",
+            (1..=n).map(|i| format!("{j} -> $4[{i}]")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let image = |x: &str| if masked { format!("audit._mask({x}, $3)") } else { x.to_string() };
+    let cols = "INSERT INTO audit.events (action, module, object_type, object_name, object_id, old, new)";
+    let sql = match op {
+        Op::Insert => format!(
+            "{cols} SELECT 'row.insert', 'capture', 'table', $1, {}, NULL, {} \
+             FROM (SELECT to_jsonb(t) AS j FROM audit_new t) n",
+            key("n.j"),
+            image("(n.j - $2)")
+        ),
+        Op::Delete => format!(
+            "{cols} SELECT 'row.delete', 'capture', 'table', $1, {}, {}, NULL \
+             FROM (SELECT to_jsonb(t) AS j FROM audit_old t) o",
+            key("o.j"),
+            image("(o.j - $2)")
+        ),
+        // The transition tables hold old and new rows in the same order (PostgreSQL appends
+        // both in one step per row), so the n-th old row pairs with the n-th new row.
+        Op::Update => format!(
+            "{cols} SELECT 'row.update', 'capture', 'table', $1, {}, {}, {} \
+             FROM (SELECT row_number() OVER () AS rn, to_jsonb(t) - $2 AS x, to_jsonb(t) AS j FROM audit_old t) o \
+             JOIN (SELECT row_number() OVER () AS rn, to_jsonb(t) - $2 AS x, to_jsonb(t) AS j FROM audit_new t) n \
+               ON n.rn = o.rn \
+             WHERE NOT $5 OR o.x IS DISTINCT FROM n.x \
+             ORDER BY o.rn",
+            key("n.j"),
+            image("o.x"),
+            image("n.x")
+        ),
+        Op::Truncate => format!(
+            "{cols} VALUES ('table.truncate', 'capture', 'table', $1, NULL, NULL, {})",
+            if partition { "jsonb_build_object('partition', $6)" } else { "NULL" }
+        ),
+    };
+    let sql = CString::new(sql).unwrap();
+    let mut types =
+        [pg_sys::TEXTOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::BOOLOID, pg_sys::TEXTOID];
+    let plan = pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
+    if plan.is_null() {
+        pgrx::error!("audit_ext: preparing the capture statement failed");
+    }
+    pg_sys::SPI_keepplan(plan);
+    plan
+}
+
+/// How rows of `relid` are identified: the replica identity index if there is one, else the
+/// primary key; columns in index order. None: object_id is NULL.
+unsafe fn key_columns(relid: pg_sys::Oid) -> Vec<String> {
+    let plan = KEYS_PLAN.with(|p| {
+        *p.borrow_mut().get_or_insert_with(|| {
+            let mut types = [pg_sys::OIDOID];
+            let plan = pg_sys::SPI_prepare(
+                c"SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                  FROM (SELECT i.indkey FROM pg_catalog.pg_index i WHERE i.indrelid = $1 \
+                          AND (i.indisreplident OR i.indisprimary) \
+                        ORDER BY i.indisreplident DESC LIMIT 1) i \
+                  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                  JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum"
+                    .as_ptr(),
+                1,
+                types.as_mut_ptr(),
+            );
+            pg_sys::SPI_keepplan(plan);
+            plan
+        })
+    });
+    let mut args = [pg_sys::Datum::from(relid)];
+    let nulls = [b' ' as c_char];
+    let rc = pg_sys::SPI_execute_plan(plan, args.as_mut_ptr(), nulls.as_ptr(), true, 1);
+    if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
+        pgrx::error!("audit_ext: reading the key columns failed ({rc})");
+    }
+    let tt = *pg_sys::SPI_tuptable;
+    let mut isnull = false;
+    let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, 1, &mut isnull);
+    if isnull {
+        return Vec::new();
+    }
+    Vec::<String>::from_polymorphic_datum(d, false, pg_sys::TEXTARRAYOID).unwrap_or_default()
+}
+
+/// `"Schema"."Table"` as `format('%I.%I')` writes it: the form DDL events use too. Looked up
+/// on every statement (a syscache hit), so a renamed table is recorded under its new name.
+unsafe fn qualified_name(relid: pg_sys::Oid) -> String {
+    let ns = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+    let q = pg_sys::quote_qualified_identifier(ns, pg_sys::get_rel_name(relid));
+    CStr::from_ptr(q).to_string_lossy().into_owned()
+}
+
+/// The topmost partitioned table above partition `relid`.
+unsafe fn partition_root(relid: pg_sys::Oid) -> pg_sys::Oid {
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.pg_partition_root($1)::oid", &[relid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or(relid)
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    PLANS.with(|p| {
+        let mut p = p.borrow_mut();
+        let gone: Vec<_> = p
+            .iter()
+            .filter(|((r, _), e)| relid == pg_sys::InvalidOid || *r == relid || e.root == relid)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(e) = p.remove(&k) {
+                STALE.with(|s| s.borrow_mut().push(e.plan));
+            }
+        }
+    });
+}
+
+// ---- roles -------------------------------------------------------------------------------
+
+#[pgrx::pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn utility_hook(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // Described before running: ALTER ROLE ... RENAME and DROP change what the names mean.
+    let described = role_events((*pstmt).utilityStmt);
+    match PREV_UTILITY.with(|p| *p.borrow()) {
+        Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
+        None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
+    }
+    if !described.is_empty() {
+        record_role_events(described);
+    }
+}
+
+/// (action, role name, new) for each role a statement changes; empty for other statements.
+unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_json::Value)> {
+    use serde_json::json;
+    if node.is_null() {
+        return vec![];
+    }
+    let cstr = |p: *const c_char| if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() };
+    let spec = |r: *mut pg_sys::RoleSpec| -> String {
+        if r.is_null() {
+            return String::new();
+        }
+        match (*r).roletype {
+            pg_sys::RoleSpecType::ROLESPEC_CSTRING => cstr((*r).rolename),
+            pg_sys::RoleSpecType::ROLESPEC_CURRENT_ROLE => "CURRENT_ROLE".into(),
+            pg_sys::RoleSpecType::ROLESPEC_CURRENT_USER => "CURRENT_USER".into(),
+            pg_sys::RoleSpecType::ROLESPEC_SESSION_USER => "SESSION_USER".into(),
+            _ => "PUBLIC".into(),
+        }
+    };
+    // Option names only, and the values of those that are not secrets (never a password).
+    let options = |l: *mut pg_sys::List| -> serde_json::Value {
+        let list = pgrx::PgList::<pg_sys::DefElem>::from_pg(l);
+        let mut m = serde_json::Map::new();
+        for d in list.iter_ptr() {
+            let name = cstr((*d).defname);
+            let arg = (*d).arg;
+            let v = if name == "password" {
+                json!("(set)")
+            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_Boolean {
+                json!((*(arg as *mut pg_sys::Boolean)).boolval)
+            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_Integer {
+                json!((*(arg as *mut pg_sys::Integer)).ival)
+            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_String {
+                json!(cstr((*(arg as *mut pg_sys::String)).sval))
+            } else {
+                json!(true)
+            };
+            m.insert(name, v);
+        }
+        serde_json::Value::Object(m)
+    };
+    match (*node).type_ {
+        pg_sys::NodeTag::T_CreateRoleStmt => {
+            let s = node as *mut pg_sys::CreateRoleStmt;
+            vec![("role.create".into(), cstr((*s).role), json!({"options": options((*s).options)}))]
+        }
+        pg_sys::NodeTag::T_AlterRoleStmt => {
+            let s = node as *mut pg_sys::AlterRoleStmt;
+            vec![("role.alter".into(), spec((*s).role), json!({"options": options((*s).options)}))]
+        }
+        pg_sys::NodeTag::T_AlterRoleSetStmt => {
+            let s = node as *mut pg_sys::AlterRoleSetStmt;
+            let set = (*s).setstmt;
+            let setting = if set.is_null() { String::new() } else { cstr((*set).name) };
+            let db = cstr((*s).database);
+            let role = if (*s).role.is_null() { "ALL".into() } else { spec((*s).role) };
+            vec![("role.set".into(), role, json!({"setting": setting, "database": if db.is_empty() { serde_json::Value::Null } else { json!(db) }}))]
+        }
+        pg_sys::NodeTag::T_DropRoleStmt => {
+            let s = node as *mut pg_sys::DropRoleStmt;
+            let list = pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).roles);
+            list.iter_ptr().map(|r| ("role.drop".to_string(), spec(r), json!({}))).collect()
+        }
+        pg_sys::NodeTag::T_GrantRoleStmt => {
+            let s = node as *mut pg_sys::GrantRoleStmt;
+            let granted: Vec<String> =
+                pgrx::PgList::<pg_sys::AccessPriv>::from_pg((*s).granted_roles).iter_ptr().map(|p| cstr((*p).priv_name)).collect();
+            let grantees: Vec<String> = pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).grantee_roles).iter_ptr().map(|r| spec(r)).collect();
+            let action = if (*s).is_grant { "role.grant" } else { "role.revoke" };
+            grantees
+                .iter()
+                .map(|g| (action.to_string(), g.clone(), json!({"roles": granted, "admin_option": (*s).admin_opt})))
+                .collect()
+        }
+        pg_sys::NodeTag::T_RenameStmt => {
+            let s = node as *mut pg_sys::RenameStmt;
+            if (*s).renameType != pg_sys::ObjectType::OBJECT_ROLE {
+                return vec![];
+            }
+            vec![("role.rename".into(), cstr((*s).subname), json!({"new_name": cstr((*s).newname)}))]
+        }
+        _ => vec![],
+    }
+}
+
+/// Records role events in the current database, when audit_ext is installed in it and DDL
+/// capture is on. Inserted as the bootstrap superuser: the role running CREATE ROLE needs no
+/// privilege on audit.events (the actor recorded is still the session user).
+unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
+    if !gucs::CAPTURE_DDL.get()
+        || !pg_sys::IsTransactionState()
+        || pg_sys::get_extension_oid(c"audit_ext".as_ptr(), true) == pg_sys::InvalidOid
+    {
+        return;
+    }
+    let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+    pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+    pg_sys::SetUserIdAndSecContext(
+        pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+        sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+    );
+    for (action, role, new) in events {
+        Spi::run_with_args(
+            "INSERT INTO audit.events (action, module, object_type, object_id, object_name, new) \
+             VALUES ($1, 'role', 'role', $2, $2, $3::jsonb)",
+            &[action.into(), role.into(), new.to_string().into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("audit_ext: recording a role change failed: {e}"));
+    }
+    pg_sys::SetUserIdAndSecContext(user, sec);
+}
+
+/// `audit.status()`: what is active in this session, for operators and auditors.
+#[pg_extern(stable, parallel_restricted, strict)]
+fn status() -> TableIterator<'static, (name!(feature, String), name!(active, bool), name!(detail, String))> {
+    let preload = role_capture_active();
+    let ddl = gucs::CAPTURE_DDL.get();
+    let tracked = Spi::get_one::<i64>("SELECT count(*) FROM audit.tracked").ok().flatten().unwrap_or(0);
+    let rows = vec![
+        ("chain".to_string(), true, format!("{} chain(s) (audit_ext.chains)", gucs::CHAINS.get())),
+        ("row_capture".to_string(), tracked > 0, format!("{tracked} tracked table(s); see audit.tracked_tables")),
+        (
+            "ddl_capture".to_string(),
+            ddl,
+            if ddl { "event triggers record DDL and GRANT/REVOKE" } else { "off (audit_ext.capture_ddl = off)" }.to_string(),
+        ),
+        (
+            "role_capture".to_string(),
+            preload && ddl,
+            if !preload {
+                "inactive: add audit_ext to shared_preload_libraries and restart to record CREATE/ALTER/DROP ROLE and GRANT role".to_string()
+            } else if !ddl {
+                "off (audit_ext.capture_ddl = off)".to_string()
+            } else {
+                "utility hook records CREATE/ALTER/DROP ROLE and GRANT/REVOKE role".to_string()
+            },
+        ),
+    ];
+    TableIterator::new(rows)
+}
+
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0));
+        if pg_sys::process_shared_preload_libraries_in_progress {
+            PREV_UTILITY.with(|p| *p.borrow_mut() = pg_sys::ProcessUtility_hook);
+            pg_sys::ProcessUtility_hook = Some(utility_hook);
+            ROLE_HOOK_ACTIVE.with(|a| *a.borrow_mut() = true);
+        }
+    }
 }

@@ -30,6 +30,7 @@ pub fn raise<E: SqlError>(err: E) -> ! {
 // ---- the mapping, module by module -------------------------------------------------------
 
 use crate::append::AppendError;
+use crate::capture::CaptureError;
 use crate::record::RecordError;
 use crate::verify::VerifyError;
 
@@ -87,6 +88,21 @@ impl SqlError for VerifyError {
         Some(match self {
             VerifyError::BadRange { .. } => "Pass from_id <= to_id, or NULL for an open end.".into(),
             VerifyError::BadHeads(_) => "Pass the output of: select jsonb_agg(to_jsonb(h)) from audit.head() h".into(),
+        })
+    }
+}
+
+impl SqlError for CaptureError {
+    fn code(&self) -> PgSqlErrorCode {
+        match self {
+            CaptureError::NotCaptureTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            CaptureError::BadTriggerArgs { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            CaptureError::NotCaptureTrigger(_) => "Start capture with audit.track(tbl); do not attach audit.capture_rows() by hand.".into(),
+            CaptureError::BadTriggerArgs { .. } => "Run audit.track() on the table again to rebuild its capture triggers.".into(),
         })
     }
 }

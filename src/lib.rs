@@ -42,9 +42,14 @@ extension_sql_file!(
 extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers"]);
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["api", diff::diff_jsonb]);
 extension_sql_file!(
+    "../sql/capture_rows.sql",
+    name = "capture_rows",
+    requires = ["api", diff::diff_jsonb]
+);
+extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",
-    requires = ["api", capture::capture_ddl_enabled]
+    requires = ["capture_rows", capture::capture_ddl_enabled]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
@@ -52,6 +57,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     chain::init();
+    capture::init();
 }
 
 /// Required by `cargo pgrx test`.

@@ -12,10 +12,12 @@ sql_expect_error 42501 "UPDATE audit.events SET message = 'x' WHERE seq = 10" "U
 sql_expect_error 42501 "DELETE FROM audit.events WHERE seq = 10" "DELETE by the superuser is refused (42501)"
 sql_expect_error 42501 "TRUNCATE audit.events" "TRUNCATE by the superuser is refused (42501)"
 
-# 1. A changed column, the trigger disabled, committed.
+# 1. A changed column, the trigger disabled (after the event trigger that refuses that), committed.
 id=$(id_at 10)
-sql "ALTER TABLE audit.events DISABLE TRIGGER append_only; UPDATE audit.events SET message = 'edited' WHERE seq = 10;
-     ALTER TABLE audit.events ENABLE TRIGGER append_only"
+sql_expect_error 42501 "ALTER TABLE audit.events DISABLE TRIGGER append_only" "disabling the append-only trigger is refused (42501)"
+sql "ALTER EVENT TRIGGER audit_ext_ddl_command DISABLE; ALTER TABLE audit.events DISABLE TRIGGER append_only;
+     UPDATE audit.events SET message = 'edited' WHERE seq = 10;
+     ALTER TABLE audit.events ENABLE TRIGGER append_only; ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE"
 assert_eq "$id" "$(first_bad)" "changed column found at that event"
 sql "SET session_replication_role = replica; UPDATE audit.events SET message = 'event 10' WHERE seq = 10"
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "restoring the original value restores integrity"

@@ -4,8 +4,11 @@ SELECT chain, events_checked, ok FROM audit.verify();
 SELECT jsonb_agg(to_jsonb(h)) AS heads FROM audit.head() h \gset
 CREATE TEMP VIEW bad AS SELECT chain, first_bad_seq, reason FROM audit.verify() WHERE NOT ok;
 
--- 1. Any column of any event changed, with the trigger disabled.
+-- 1. Any column of any event changed, with the trigger disabled. Disabling it is refused ...
+SELECT try($$ ALTER TABLE audit.events DISABLE TRIGGER append_only $$);
+-- ... unless a superuser first disables the extension's event triggers as well.
 BEGIN;
+ALTER EVENT TRIGGER audit_ext_ddl_command DISABLE;
 ALTER TABLE audit.events DISABLE TRIGGER append_only;
 UPDATE audit.events SET actor = 'mallory' WHERE seq = 3;
 SELECT * FROM bad;
