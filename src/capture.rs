@@ -402,12 +402,13 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
     }
 }
 
-/// Records role events in the current database, when audit_ext is installed in it and DDL
-/// capture is on. Inserted as the bootstrap superuser: the role running CREATE ROLE needs no
+/// Records role events in the current database, when audit_ext is installed in it (and not
+/// being created: its script creates roles before audit.events exists) and DDL capture is on. Inserted as the bootstrap superuser: the role running CREATE ROLE needs no
 /// privilege on audit.events (the actor recorded is still the session user).
 unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
     if !gucs::CAPTURE_DDL.get()
         || !pg_sys::IsTransactionState()
+        || pg_sys::creating_extension
         || pg_sys::get_extension_oid(c"audit_ext".as_ptr(), true) == pg_sys::InvalidOid
     {
         return;
