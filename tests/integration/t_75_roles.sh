@@ -8,10 +8,9 @@ pport=$((${TEST_PORT:-5498} - 20))
 CLUSTER_OPTS="shared_preload_libraries='audit_ext'" "$tools/cluster.sh" start preload "$pport" audit_roles >/dev/null
 trap '"$tools/cluster.sh" stop preload >/dev/null 2>&1 || true' EXIT
 eval "$("$tools/cluster.sh" env preload audit_roles)"
-sql "CREATE EXTENSION IF NOT EXISTS audit_ext" >/dev/null
+fresh_db audit_roles
 assert_eq "t" "$(sql "SELECT active FROM audit.status() WHERE feature = 'role_capture'")" "with preload, role capture is active"
-mark=$(sql "SELECT coalesce(max(id), 0) FROM audit.events")
-sql "DROP ROLE IF EXISTS it_role_a; DROP ROLE IF EXISTS it_role_b; DROP ROLE IF EXISTS it_role_c" >/dev/null 2>&1
+PGOPTIONS="-c client_min_messages=warning" sql "DROP ROLE IF EXISTS it_role_a, it_role_b, it_role_c, it_role_d, it_admin" >/dev/null
 mark=$(sql "SELECT coalesce(max(id), 0) FROM audit.events")
 sql "CREATE ROLE it_role_a LOGIN PASSWORD 'hunter2-secret';
      CREATE ROLE it_role_b;
