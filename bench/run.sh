@@ -86,24 +86,7 @@ own_ticks() {
 read -r BUSY0 TOTAL0 < <(machine_ticks)
 OWN0=$(own_ticks)
 
-# psql, unaligned, quiet, stopping at the first error.
-sql() { local db=$1; shift; psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$db" "$@"; }
-# Runs one SQL statement (its own transaction) on a fresh connection and prints its
-# duration in ms as measured by psql's \timing (so it includes the commit).
-time_ms() {
-  local db=$1 q=$2 out
-  sql "$db" -c CHECKPOINT
-  out=$(sql "$db" -c '\timing on' -c "$q") || { echo "$out" >&2; die "failed: $q"; }
-  printf '%s\n' "$out" >>"$LOG"
-  sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -n 1
-}
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-mean() { printf '%s\n' "$@" | awk '{s += $1} END {print s / NR}'; }
-calc() { awk "BEGIN {printf \"$1\", $2}"; }            # calc FORMAT EXPR
-met() { if awk "BEGIN {exit !($1)}"; then echo "met"; else echo "**not met**"; fi; }
-int() { # rounds EXPR, with thousands separators
-  awk "BEGIN {s = sprintf(\"%.0f\", $1); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9](,|$)/, \",&\", s); print s}"
-}
+source bench/lib.sh   # sql, time_ms, median, mean, calc, met, int
 
 drop_dbs() {
   if [ "$KEEP" = 1 ]; then log "keeping databases $DB and $VDB (BENCH_KEEP=1)"; return; fi
