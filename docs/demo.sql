@@ -32,18 +32,34 @@ SELECT id, at, actor, actor_ip, action, status, severity, object_type, object_na
 FROM audit.events ORDER BY id;
 
 \echo
-\echo '== 4. Every event is chained: its hash covers all its columns and the previous event hash'
+\echo '== 4. Change capture: a DBA tracks a table; the application changes nothing'
+CREATE TABLE customers (id int PRIMARY KEY, name text, plan text, card_number text, updated_at timestamptz);
+SELECT audit.track('customers', mask_columns => '{card_number}', exclude_columns => '{updated_at}');
+INSERT INTO customers VALUES (1, 'Acme', 'basic', '4111-1111-1111-1111', now()),
+                             (2, 'Globex', 'pro', NULL, now());
+UPDATE customers SET plan = 'enterprise', updated_at = now() WHERE id = 1;
+UPDATE customers SET updated_at = now();        -- only an excluded column: nothing recorded
+UPDATE customers SET card_number = '5500-0000-0000-0004' WHERE id = 1;
+DELETE FROM customers WHERE id = 2;
+SELECT id, action, object_name, object_id, old, new FROM audit.events
+WHERE module = 'capture' ORDER BY id;
+\echo '-- the versions of one row, and what changed (the card number only as a keyed hash)'
+SELECT at, action, diff FROM audit.row_history('customers', '1');
+SELECT * FROM audit.tracked_tables;
+
+\echo
+\echo '== 5. Every event is chained: its hash covers all its columns and the previous event hash'
 SELECT id, chain, seq, left(encode(prev_hash, 'hex'), 16) AS prev_hash, left(encode(hash, 'hex'), 16) AS hash
 FROM audit.events ORDER BY chain, seq;
 
 \echo
-\echo '== 5. Verify the whole log, and note the chain heads (an auditor keeps these outside the database)'
+\echo '== 6. Verify the whole log, and note the chain heads (an auditor keeps these outside the database)'
 SELECT * FROM audit.verify();
 SELECT chain, seq, encode(hash, 'hex') AS hash FROM audit.head();
 SELECT jsonb_agg(to_jsonb(h)) AS noted_heads FROM audit.head() h \gset
 
 \echo
-\echo '== 6. Nobody can change or delete an event, not even the superuser (SQLSTATE 42501)'
+\echo '== 7. Nobody can change or delete an event, not even the superuser (SQLSTATE 42501)'
 \set ON_ERROR_STOP off
 UPDATE audit.events SET status = 'success' WHERE action = 'authentication.login' AND status = 'failure';
 DELETE FROM audit.events WHERE action = 'permission.grant';
@@ -51,7 +67,7 @@ TRUNCATE audit.events;
 \set ON_ERROR_STOP on
 
 \echo
-\echo '== 7. A superuser switches the guards off and hides the failed login ...'
+\echo '== 8. A superuser switches the guards off and hides the failed login ...'
 BEGIN;
 SET LOCAL session_replication_role = replica;
 UPDATE audit.events SET status = 'success', severity = 'info', message = NULL
@@ -64,7 +80,7 @@ SELECT * FROM audit.verify();
 SELECT id, action, status FROM audit.events e WHERE hash <> audit.hash_event(e);
 
 \echo
-\echo '== 8. Even if they recompute every hash, the heads noted in step 5 give them away'
+\echo '== 9. Even if they recompute every hash, the heads noted in step 6 give them away'
 BEGIN;
 SET LOCAL session_replication_role = replica;
 DO $$
