@@ -17,7 +17,9 @@ $roles$;
 
 CREATE SEQUENCE audit.events_id_seq AS bigint;
 
--- One row per audit event. id, chain, seq, txid, prev_hash and hash are assigned by the
+-- One row per audit event. Text columns use the "C" collation: ordering and index lookups are
+-- the same whatever the database's locale, btree comparisons are plain byte compares (cheaper
+-- to maintain on every insert), and prefix patterns (action LIKE 'policy.%') can use the indexes. id, chain, seq, txid, prev_hash and hash are assigned by the
 -- insert trigger; supplying them is refused (SQLSTATE 428C9). Column order is the hash
 -- order of docs/hash-format.md, but the trigger and verify look columns up by name.
 CREATE TABLE audit.events (
@@ -25,20 +27,20 @@ CREATE TABLE audit.events (
     at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     chain       integer     NOT NULL,
     seq         bigint      NOT NULL,
-    actor       text        NOT NULL,
+    actor       text COLLATE "C" NOT NULL,
     actor_ip    inet,
-    session_id  text,
-    application text,
-    action      text        NOT NULL,
-    status      text        NOT NULL DEFAULT 'success',
-    severity    text        NOT NULL DEFAULT 'info',
-    module      text,
-    object_type text,
-    object_id   text,
-    object_name text,
+    session_id  text COLLATE "C",
+    application text COLLATE "C",
+    action      text COLLATE "C" NOT NULL,
+    status      text COLLATE "C" NOT NULL DEFAULT 'success',
+    severity    text COLLATE "C" NOT NULL DEFAULT 'info',
+    module      text COLLATE "C",
+    object_type text COLLATE "C",
+    object_id   text COLLATE "C",
+    object_name text COLLATE "C",
     old         jsonb,
     new         jsonb,
-    message     text,
+    message     text COLLATE "C",
     metadata    jsonb       NOT NULL DEFAULT '{}',
     txid        bigint      NOT NULL,
     prev_hash   bytea,
