@@ -88,3 +88,33 @@ SELECT pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::text
 -- unchanged after a restore.
 SELECT pg_catalog.pg_extension_config_dump('audit.tracked', '');
 SELECT pg_catalog.pg_extension_config_dump('audit.mask_key', '');
+
+-- Threshold alert rules (audit.create_alert), the last firing per rule and group, and live
+-- streams (audit.stream). Changed only through those functions, each an audited event.
+CREATE TABLE audit.alert_rules (
+    name       text        NOT NULL PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,63}$'),
+    query      text        NOT NULL,
+    threshold  integer     NOT NULL CHECK (threshold >= 1),
+    "window"   interval    NOT NULL CHECK ("window" > interval '0'),
+    group_by   text,
+    channel    text        NOT NULL CHECK (pg_catalog.octet_length(channel) BETWEEN 1 AND 63),
+    severity   text        NOT NULL,
+    enabled    boolean     NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by text        NOT NULL DEFAULT session_user
+);
+CREATE TABLE audit.alert_state (
+    alert       text        NOT NULL REFERENCES audit.alert_rules ON DELETE CASCADE,
+    grp         text        NOT NULL,   -- the group's value as JSON: "alice", or null
+    fired_at    timestamptz NOT NULL,
+    fired_count bigint      NOT NULL DEFAULT 1,
+    PRIMARY KEY (alert, grp)
+);
+CREATE TABLE audit.streams (
+    channel    text        NOT NULL PRIMARY KEY CHECK (pg_catalog.octet_length(channel) BETWEEN 1 AND 63),
+    query      text,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by text        NOT NULL DEFAULT session_user
+);
+SELECT pg_catalog.pg_extension_config_dump('audit.alert_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.streams', '');

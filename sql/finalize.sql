@@ -25,6 +25,17 @@ GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(r
                           audit.status()
     TO audit_reader;
 
+GRANT EXECUTE ON FUNCTION audit.search(text, integer, bigint), audit._translate(text),
+                          audit.explain_query(text)
+    TO audit_reader;
+GRANT SELECT ON audit.alerts TO audit_reader;
+
+-- Admins manage alert rules and streams (each change is itself an audit event).
+GRANT EXECUTE ON FUNCTION audit.create_alert(text, text, integer, interval, text, text, text),
+                          audit.drop_alert(text), audit.enable_alert(text, boolean),
+                          audit.stream(text, text), audit.unstream(text)
+    TO audit_admin;
+
 -- Admins turn capture on and off (each call is itself an audit event).
 GRANT EXECUTE ON FUNCTION audit.track(regclass, text[], text[], text[], boolean), audit.untrack(regclass)
     TO audit_admin;

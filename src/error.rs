@@ -29,7 +29,9 @@ pub fn raise<E: SqlError>(err: E) -> ! {
 
 // ---- the mapping, module by module -------------------------------------------------------
 
+use crate::alerts::AlertError;
 use crate::append::AppendError;
+use crate::query::QueryError;
 use crate::capture::CaptureError;
 use crate::record::RecordError;
 use crate::verify::VerifyError;
@@ -104,5 +106,23 @@ impl SqlError for CaptureError {
             CaptureError::NotCaptureTrigger(_) => "Start capture with audit.track(tbl); do not attach audit.capture_rows() by hand.".into(),
             CaptureError::BadTriggerArgs { .. } => "Run audit.track() on the table again to rebuild its capture triggers.".into(),
         })
+    }
+}
+
+impl SqlError for QueryError {
+    fn code(&self) -> PgSqlErrorCode {
+        PgSqlErrorCode::ERRCODE_SYNTAX_ERROR
+    }
+    fn hint(&self) -> Option<String> {
+        Some("See docs/query-language.md, e.g. 'action:authentication.login AND status:failure AND at:>now-24h'.".into())
+    }
+}
+
+impl SqlError for AlertError {
+    fn code(&self) -> PgSqlErrorCode {
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+    }
+    fn hint(&self) -> Option<String> {
+        Some("Group by actor, actor_ip, session_id, application, action, status, severity, module, object_type, object_id or object_name.".into())
     }
 }

@@ -1,7 +1,7 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
-//! This file is glue: the SQL surface lives in `record`, `verify`, `diff` and `capture` (with
-//! sql/*.sql), the guards in `append`, internals in `chain`, `event` and `hash`, settings in
-//! `gucs`, errors in `error`.
+//! This file is glue: the SQL surface lives in `record`, `verify`, `diff`, `capture`, `search`
+//! and `alerts` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`, `hash`
+//! and `query` (the search language), settings in `gucs`, errors in `error`.
 
 use pgrx::prelude::*;
 
@@ -17,6 +17,7 @@ macro_rules! finfo_v1 {
     };
 }
 
+mod alerts;
 mod append;
 mod capture;
 mod chain;
@@ -25,7 +26,9 @@ mod error;
 mod event;
 mod gucs;
 mod hash;
+mod query;
 mod record;
+mod search;
 mod verify;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -51,6 +54,11 @@ extension_sql_file!(
     name = "capture",
     requires = ["capture_rows", capture::capture_ddl_enabled]
 );
+extension_sql_file!(
+    "../sql/alerts.sql",
+    name = "alerts",
+    requires = ["api", search::translate, alerts::check_alert, alerts::rules_changed]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
@@ -58,6 +66,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     chain::init();
     capture::init();
+    alerts::init();
 }
 
 /// Required by `cargo pgrx test`.

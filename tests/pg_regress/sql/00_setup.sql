@@ -21,7 +21,7 @@ WHERE n.nspname = 'audit' ORDER BY 1;
 SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args, p.provolatile, p.proparallel,
        p.prosecdef, p.proisstrict, p.proconfig
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = 'audit' ORDER BY 1;
+WHERE n.nspname = 'audit' ORDER BY 1, 2;
 SELECT tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t
 WHERE tgrelid = 'audit.events'::regclass AND NOT tgisinternal ORDER BY 1;
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'audit\_%' ORDER BY 1;

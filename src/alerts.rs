@@ -1,0 +1,555 @@
+//! Threshold alerts and live streams.
+//!
+//! An AFTER INSERT row trigger on `audit.events` (`zz_alerts`) matches every new event in
+//! memory against the enabled rules and streams (`query::Query::matches`, no SQL). Only a
+//! match costs SQL: a stream sends `pg_notify`; a rule counts its matching events in the
+//! window for the event's group with one kept plan and, at the threshold, fires once:
+//! `pg_notify(channel, payload)` plus an `alert.fired` event. NOTIFY is transactional, so
+//! listeners hear nothing from a transaction that rolls back.
+//!
+//! Rules and streams are loaded once per backend and reloaded after a relcache invalidation
+//! of their tables, which `audit._rules_changed()` sends whenever they change.
+
+use crate::event::{self, COLUMNS};
+use crate::query::{self, Doc, EventView, Field, Query};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::ffi::{c_char, CStr, CString};
+use std::rc::Rc;
+
+#[derive(thiserror::Error, Debug)]
+pub enum AlertError {
+    #[error("invalid group_by {0:?}: not an event field")]
+    BadGroup(String),
+}
+
+/// NOTIFY payloads must stay under 8000 bytes: each string field is cut to this many chars.
+const FIELD_CHARS: usize = 400;
+
+/// A `group_by` field: its column, its SQL type, and where `EventView` finds it.
+fn group_column(name: &str) -> Option<(&'static str, &'static str, Field)> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "actor" | "user" | "actor.email" => ("actor", "text", Field::Actor),
+        "actor_ip" | "ip" => ("actor_ip", "inet", Field::ActorIp),
+        "session_id" => ("session_id", "text", Field::SessionId),
+        "application" => ("application", "text", Field::Application),
+        "action" | "event_type" => ("action", "text", Field::Action),
+        "status" => ("status", "text", Field::Status),
+        "severity" => ("severity", "text", Field::Severity),
+        "module" => ("module", "text", Field::Module),
+        "object_type" => ("object_type", "text", Field::ObjectType),
+        "object_id" => ("object_id", "text", Field::ObjectId),
+        "object_name" => ("object_name", "text", Field::ObjectName),
+        _ => return None,
+    })
+}
+
+/// Checks a rule's query (42601 with the position) and group_by (22023) before
+/// audit.create_alert or audit.stream stores them.
+#[pg_extern(immutable, parallel_safe, name = "_check_alert")]
+fn check_alert(query: Option<&str>, group_by: Option<&str>) -> bool {
+    if let Some(q) = query {
+        query::parse(q).unwrap_or_else(|e| crate::error::raise(e));
+    }
+    if let Some(g) = group_by {
+        if group_column(g).is_none() {
+            crate::error::raise(AlertError::BadGroup(g.to_string()));
+        }
+    }
+    true
+}
+
+/// Tells every backend (at commit) and this one (at the next command) to reload the rules.
+#[pg_extern(volatile, parallel_unsafe, name = "_rules_changed")]
+fn rules_changed() {
+    for table in [c"alert_rules", c"streams"] {
+        let oid = unsafe { relid(table) };
+        if oid != pg_sys::InvalidOid {
+            unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+        }
+    }
+}
+
+/// The oid of table `name` in schema audit (InvalidOid when missing).
+unsafe fn relid(name: &CStr) -> pg_sys::Oid {
+    let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
+    if ns == pg_sys::InvalidOid {
+        return ns;
+    }
+    pg_sys::get_relname_relid(name.as_ptr(), ns)
+}
+
+struct Rule {
+    name: String,
+    query: Query,
+    sql: String,
+    params: Vec<String>,
+    threshold: i64,
+    window_us: i64,
+    window_text: String,
+    group: Option<(&'static str, &'static str, Field)>,
+    channel: CString,
+    severity: String,
+    /// The count query, prepared on the rule's first match.
+    plan: Cell<pg_sys::SPIPlanPtr>,
+}
+
+struct Stream {
+    channel: CString,
+    query: Option<Query>,
+}
+
+#[derive(Default)]
+struct Rules {
+    rules: Vec<Rule>,
+    streams: Vec<Stream>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Rc<Rules>>> = const { RefCell::new(None) };
+    static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    static STALE: RefCell<Vec<pg_sys::SPIPlanPtr>> = const { RefCell::new(Vec::new()) };
+    /// > 0 while an alert fires: the alert.fired event it records is streamed, not evaluated.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+unsafe fn load() -> Rc<Rules> {
+    if let Some(r) = CACHE.with(|c| c.borrow().clone()) {
+        return r;
+    }
+    WATCHED.set([relid(c"alert_rules"), relid(c"streams")]);
+    let mut out = Rules::default();
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT name, query, threshold, (extract(epoch FROM \"window\") * 1000000)::bigint, \
+                        NULL, group_by, channel, severity \
+                 FROM audit.alert_rules WHERE enabled ORDER BY name",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| pgrx::error!("audit_ext: loading alert rules failed: {e}"));
+        for r in rows {
+            let name: String = r.get(1).ok().flatten().unwrap_or_default();
+            let text: String = r.get(2).ok().flatten().unwrap_or_default();
+            let Ok(query) = query::parse(&text) else {
+                pgrx::warning!("audit_ext: alert {name:?} has a query that no longer parses; skipped");
+                continue;
+            };
+            let t = query::translate(&query);
+            out.rules.push(Rule {
+                name,
+                query,
+                sql: t.sql,
+                params: t.params,
+                threshold: r.get::<i32>(3).ok().flatten().unwrap_or(1) as i64,
+                window_us: r.get::<i64>(4).ok().flatten().unwrap_or(0),
+                window_text: human_interval(r.get::<i64>(4).ok().flatten().unwrap_or(0)),
+                group: r.get::<String>(6).ok().flatten().and_then(|g| group_column(&g)),
+                channel: CString::new(r.get::<String>(7).ok().flatten().unwrap_or_default()).unwrap_or_default(),
+                severity: r.get(8).ok().flatten().unwrap_or_default(),
+                plan: Cell::new(std::ptr::null_mut()),
+            });
+        }
+        let rows = client
+            .select("SELECT channel, query FROM audit.streams ORDER BY channel", None, &[])
+            .unwrap_or_else(|e| pgrx::error!("audit_ext: loading streams failed: {e}"));
+        for r in rows {
+            let channel: String = r.get(1).ok().flatten().unwrap_or_default();
+            let query = match r.get::<String>(2).ok().flatten() {
+                None => None,
+                Some(q) => match query::parse(&q) {
+                    Ok(q) => Some(q),
+                    Err(_) => continue,
+                },
+            };
+            out.streams.push(Stream { channel: CString::new(channel).unwrap_or_default(), query });
+        }
+    });
+    let rc = Rc::new(out);
+    CACHE.with(|c| *c.borrow_mut() = Some(rc.clone()));
+    rc
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid != pg_sys::InvalidOid && !WATCHED.get().contains(&relid) {
+        return;
+    }
+    if let Some(rules) = CACHE.with(|c| c.borrow_mut().take()) {
+        STALE.with(|s| {
+            s.borrow_mut().extend(rules.rules.iter().map(|r| r.plan.get()).filter(|p| !p.is_null()))
+        });
+    }
+}
+
+/// One inserted event, read lazily from its tuple.
+struct TupleEvent {
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+    attno: [usize; COLUMNS.len()],
+    ip: OnceCell<Option<String>>,
+    docs: [OnceCell<Option<serde_json::Value>>; 3],
+    now: i64,
+}
+
+impl TupleEvent {
+    fn get(&self, c: usize) -> Option<pg_sys::Datum> {
+        let i = self.attno[c];
+        (!self.nulls[i]).then(|| self.values[i])
+    }
+    fn at(&self) -> i64 {
+        self.get(event::AT).map(|d| d.value() as i64).unwrap_or(0)
+    }
+    fn id(&self) -> i64 {
+        self.get(event::ID).map(|d| d.value() as i64).unwrap_or(0)
+    }
+    fn str(&self, c: usize) -> Option<&str> {
+        self.get(c).map(|d| unsafe { std::str::from_utf8(event::bytes(d)).unwrap_or("") })
+    }
+}
+
+impl EventView for TupleEvent {
+    fn text(&self, field: Field) -> Option<&str> {
+        let c = match field {
+            Field::Action => event::ACTION,
+            Field::Status => event::STATUS,
+            Field::Severity => event::SEVERITY,
+            Field::Actor => event::ACTOR,
+            Field::Module => event::MODULE,
+            Field::ObjectType => event::OBJECT_TYPE,
+            Field::ObjectId => event::OBJECT_ID,
+            Field::ObjectName => event::OBJECT_NAME,
+            Field::Application => event::APPLICATION,
+            Field::SessionId => event::SESSION_ID,
+            Field::Message => event::MESSAGE,
+            Field::ActorIp => {
+                return self
+                    .ip
+                    .get_or_init(|| {
+                        self.get(event::ACTOR_IP).map(|d| unsafe {
+                            let s = crate::append::call(pg_sys::inet_out, &[d]).expect("inet_out returned NULL");
+                            CStr::from_ptr(s.cast_mut_ptr::<c_char>()).to_string_lossy().into_owned()
+                        })
+                    })
+                    .as_deref()
+            }
+            _ => return None,
+        };
+        self.str(c)
+    }
+    fn at_micros(&self) -> i64 {
+        self.at() + crate::hash::PG_EPOCH_OFFSET_US
+    }
+    fn now_micros(&self) -> i64 {
+        self.now
+    }
+    fn int(&self, field: Field) -> Option<i64> {
+        let c = match field {
+            Field::Id => event::ID,
+            Field::Chain => return self.get(event::CHAIN).map(|d| d.value() as i32 as i64),
+            Field::Seq => event::SEQ,
+            _ => return None,
+        };
+        self.get(c).map(|d| d.value() as i64)
+    }
+    fn json(&self, doc: Doc) -> Option<&serde_json::Value> {
+        let (slot, c) = match doc {
+            Doc::Metadata => (0, event::METADATA),
+            Doc::Old => (1, event::OLD),
+            Doc::New => (2, event::NEW),
+        };
+        self.docs[slot]
+            .get_or_init(|| {
+                self.get(c).and_then(|d| unsafe { serde_json::from_slice(event::jsonb_text(d).to_bytes()).ok() })
+            })
+            .as_ref()
+    }
+}
+
+/// Keeps DEPTH raised for as long as it lives (also when an error unwinds through it).
+struct Firing;
+impl Firing {
+    fn enter() -> Firing {
+        DEPTH.set(DEPTH.get() + 1);
+        Firing
+    }
+}
+impl Drop for Firing {
+    fn drop(&mut self) {
+        DEPTH.set(DEPTH.get().saturating_sub(1));
+    }
+}
+
+finfo_v1!(pg_finfo_audit_evaluate_alerts);
+
+/// `audit.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let ctx = (*fcinfo).context;
+    if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
+        pgrx::error!("audit.evaluate_alerts() is a trigger function");
+    }
+    let td = ctx as *mut pg_sys::TriggerData;
+    let rules = load();
+    let nested = DEPTH.get() > 0;
+    if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {
+        return pg_sys::Datum::from(0);
+    }
+    STALE.with(|s| s.borrow_mut().drain(..).for_each(|p| {
+        pg_sys::SPI_freeplan(p);
+    }));
+    let desc = (*(*td).tg_relation).rd_att;
+    let Some(attno) = event::attnos(&pgrx::PgTupleDesc::from_pg_unchecked(desc)) else {
+        pgrx::error!("audit.evaluate_alerts() only works on audit.events");
+    };
+    let natts = (*desc).natts as usize;
+    let mut ev = TupleEvent {
+        values: vec![pg_sys::Datum::from(0); natts],
+        nulls: vec![true; natts],
+        attno,
+        ip: OnceCell::new(),
+        docs: Default::default(),
+        now: pg_sys::GetCurrentTimestamp() + crate::hash::PG_EPOCH_OFFSET_US,
+    };
+    pg_sys::heap_deform_tuple((*td).tg_trigtuple, desc, ev.values.as_mut_ptr(), ev.nulls.as_mut_ptr());
+
+    for s in &rules.streams {
+        if s.query.as_ref().is_none_or(|q| q.matches(&ev)) {
+            notify(&s.channel, &stream_payload(&ev));
+        }
+    }
+    if !nested {
+        for r in &rules.rules {
+            if r.query.matches(&ev) {
+                evaluate(r, &ev);
+            }
+        }
+    }
+    pg_sys::Datum::from(0)
+}
+
+/// `5 minutes`, `1 hour 30 minutes`, `4 seconds`: the window as alert payloads show it,
+/// whatever the session's IntervalStyle.
+fn human_interval(us: i64) -> String {
+    let mut parts = Vec::new();
+    let mut rest = us;
+    for (unit, size) in [("day", 86_400_000_000), ("hour", 3_600_000_000), ("minute", 60_000_000), ("second", 1_000_000)] {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 {
+            parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    if rest > 0 || parts.is_empty() {
+        parts.push(format!("{} microseconds", rest));
+    }
+    parts.join(" ")
+}
+
+fn cut(s: Option<&str>) -> serde_json::Value {
+    match s {
+        None => serde_json::Value::Null,
+        Some(s) if s.chars().count() <= FIELD_CHARS => s.into(),
+        Some(s) => s.chars().take(FIELD_CHARS).collect::<String>().into(),
+    }
+}
+
+fn stream_payload(ev: &TupleEvent) -> String {
+    serde_json::json!({
+        "id": ev.id(),
+        "at": iso_utc(ev.at_micros()),
+        "chain": ev.int(Field::Chain),
+        "seq": ev.int(Field::Seq),
+        "actor": cut(ev.text(Field::Actor)),
+        "actor_ip": cut(ev.text(Field::ActorIp)),
+        "action": cut(ev.text(Field::Action)),
+        "status": cut(ev.text(Field::Status)),
+        "severity": cut(ev.text(Field::Severity)),
+        "module": cut(ev.text(Field::Module)),
+        "object_type": cut(ev.text(Field::ObjectType)),
+        "object_id": cut(ev.text(Field::ObjectId)),
+        "object_name": cut(ev.text(Field::ObjectName)),
+    })
+    .to_string()
+}
+
+/// `2026-11-26T05:02:31.123456Z` from microseconds since 1970 (proleptic Gregorian, UTC).
+fn iso_utc(us: i64) -> String {
+    let (days, rem) = (us.div_euclid(86_400_000_000), us.rem_euclid(86_400_000_000));
+    // civil_from_days (H. Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let secs = rem / 1_000_000;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        rem % 1_000_000
+    )
+}
+
+unsafe fn notify(channel: &CStr, payload: &str) {
+    let text = |b: &[u8]| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(b.as_ptr() as *const c_char, b.len() as i32));
+    crate::append::call(pg_sys::pg_notify, &[text(channel.to_bytes()), text(payload.as_bytes())]);
+}
+
+/// Runs `sql` with `args` (type, value or NULL) inside the current SPI connection.
+unsafe fn exec(sql: &CStr, args: &[(pg_sys::Oid, Option<pg_sys::Datum>)], read_only: bool) -> i32 {
+    let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
+    let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1.unwrap_or(pg_sys::Datum::from(0))).collect();
+    let nulls: Vec<c_char> = args.iter().map(|a| if a.1.is_some() { b' ' } else { b'n' } as c_char).collect();
+    pg_sys::SPI_execute_with_args(
+        sql.as_ptr(),
+        args.len() as i32,
+        types.as_mut_ptr(),
+        values.as_mut_ptr(),
+        nulls.as_ptr(),
+        read_only,
+        0,
+    )
+}
+
+unsafe fn text_datum(s: &str) -> pg_sys::Datum {
+    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr() as *const c_char, s.len() as i32))
+}
+
+/// The value of column 1..n of the first row of the last SPI result (None: NULL or no row).
+unsafe fn cell(n: i32) -> Option<pg_sys::Datum> {
+    if pg_sys::SPI_processed == 0 {
+        return None;
+    }
+    let tt = *pg_sys::SPI_tuptable;
+    let mut isnull = false;
+    let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, n, &mut isnull);
+    (!isnull).then_some(d)
+}
+
+/// Counts the rule's events in its window for the event's group and fires at the threshold,
+/// once per window and group: counting starts after the group's last firing.
+unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
+    if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+        pgrx::error!("audit_ext: SPI_connect failed");
+    }
+    let group_value: Option<String> = rule.group.and_then(|(_, _, f)| ev.text(f).map(str::to_owned));
+    let grp = serde_json::to_string(&group_value).unwrap_or_default();
+    let at = ev.at();
+
+    exec(
+        c"SELECT fired_at FROM audit.alert_state WHERE alert = $1 AND grp = $2",
+        &[(pg_sys::TEXTOID, Some(text_datum(&rule.name))), (pg_sys::TEXTOID, Some(text_datum(&grp)))],
+        false,
+    );
+    let last_fired = cell(1);
+    let window_start = at - rule.window_us;
+    let since = last_fired.map_or(window_start, |d| (d.value() as i64).max(window_start));
+
+    if rule.plan.get().is_null() {
+        let group_sql = match rule.group {
+            Some((col, ty, _)) => format!(" AND e.{col} IS NOT DISTINCT FROM ($4)::{ty}"),
+            None => " AND $4::text IS NULL".to_string(),
+        };
+        let sql = CString::new(format!(
+            "SELECT count(*), min(e.id), max(e.id) FROM audit.events e \
+             WHERE ({}) AND e.at > $2 AND e.at <= $3{group_sql}",
+            rule.sql
+        ))
+        .unwrap();
+        let mut types = [pg_sys::TEXTARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID];
+        let plan = pg_sys::SPI_prepare(sql.as_ptr(), 4, types.as_mut_ptr());
+        if plan.is_null() {
+            pgrx::error!("audit_ext: preparing the count of alert {:?} failed", rule.name);
+        }
+        pg_sys::SPI_keepplan(plan);
+        rule.plan.set(plan);
+    }
+    let params = rule.params.clone().into_datum().unwrap();
+    let mut args = [
+        params,
+        pg_sys::Datum::from(since),
+        pg_sys::Datum::from(at),
+        group_value.as_deref().map_or(pg_sys::Datum::from(0), |g| text_datum(g)),
+    ];
+    let nulls = [b' ', b' ', b' ', if group_value.is_some() { b' ' } else { b'n' }].map(|c| c as c_char);
+    // read_only = false: a fresh snapshot after a command-counter bump, so the count includes
+    // the event that fired this trigger (the statement's own snapshot predates it).
+    pg_sys::SPI_execute_plan(rule.plan.get(), args.as_mut_ptr(), nulls.as_ptr(), false, 1);
+    let count = cell(1).map_or(0, |d| d.value() as i64);
+    if count < rule.threshold {
+        pg_sys::SPI_finish();
+        return;
+    }
+    let first_id = cell(2).map(|d| d.value() as i64);
+    let last_id = cell(3).map(|d| d.value() as i64);
+
+    // Compare-and-set on the group's last firing: of two transactions that reach the
+    // threshold at once, only the one that moves fired_at fires.
+    let rc = exec(
+        c"INSERT INTO audit.alert_state AS s (alert, grp, fired_at) VALUES ($1, $2, $3) \
+          ON CONFLICT (alert, grp) DO UPDATE SET fired_at = excluded.fired_at, fired_count = s.fired_count + 1 \
+          WHERE s.fired_at IS NOT DISTINCT FROM $4 RETURNING 1",
+        &[
+            (pg_sys::TEXTOID, Some(text_datum(&rule.name))),
+            (pg_sys::TEXTOID, Some(text_datum(&grp))),
+            (pg_sys::TIMESTAMPTZOID, Some(pg_sys::Datum::from(at))),
+            (pg_sys::TIMESTAMPTZOID, last_fired),
+        ],
+        false,
+    );
+    if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 || pg_sys::SPI_processed == 0 {
+        pg_sys::SPI_finish();
+        return;
+    }
+    let payload = serde_json::json!({
+        "alert": rule.name,
+        "group_by": rule.group.map(|g| g.0),
+        "group": group_value.as_deref().map(|g| cut(Some(g))),
+        "count": count,
+        "threshold": rule.threshold,
+        "window": rule.window_text,
+        "severity": rule.severity,
+        "first_id": first_id,
+        "last_id": last_id,
+        "event_id": ev.id(),
+        "at": iso_utc(ev.at_micros()),
+    })
+    .to_string();
+    notify(&rule.channel, &payload);
+    {
+        let _firing = Firing::enter();
+        exec(
+            c"INSERT INTO audit.events (action, module, object_type, object_id, object_name, severity, new, message) \
+              VALUES ('alert.fired', 'alert', 'alert', $2, $1, $3, $4::jsonb, $5)",
+            &[
+                (pg_sys::TEXTOID, Some(text_datum(&rule.name))),
+                (pg_sys::TEXTOID, group_value.as_deref().map(|g| text_datum(&cut_str(g)))),
+                (pg_sys::TEXTOID, Some(text_datum(&rule.severity))),
+                (pg_sys::TEXTOID, Some(text_datum(&payload))),
+                (
+                    pg_sys::TEXTOID,
+                    Some(text_datum(&format!("{count} matching events within {}", rule.window_text))),
+                ),
+            ],
+            false,
+        );
+    }
+    pg_sys::SPI_finish();
+}
+
+fn cut_str(s: &str) -> String {
+    s.chars().take(FIELD_CHARS).collect()
+}
+
+pub fn init() {
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
+}

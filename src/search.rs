@@ -1,0 +1,30 @@
+//! `audit.search(...)` and `audit.explain_query(...)`: the query language of `query.rs`
+//! (grammar in docs/query-language.md) turned into parameterised SQL over `audit.events`.
+//!
+//! The translator emits SQL text built only from a fixed vocabulary (column names from a
+//! whitelist, operators, casts) and `$1[n]` references; every value the user wrote travels in
+//! the one `text[]` parameter `$1`. sql/search.sql runs it with `EXECUTE ... USING`.
+
+use crate::query;
+use pgrx::prelude::*;
+
+/// The SQL condition and parameters for `query` (for sql/search.sql, and for the curious).
+#[pg_extern(immutable, parallel_safe, strict, name = "_translate")]
+fn translate(query: &str) -> TableIterator<'static, (name!(sql, String), name!(params, Vec<String>))> {
+    let q = query::parse(query).unwrap_or_else(|e| crate::error::raise(e));
+    let t = query::translate(&q);
+    TableIterator::once((t.sql, t.params))
+}
+
+/// What `audit.search(query)` runs: the statement and its parameters.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn explain_query(query: &str) -> String {
+    let q = query::parse(query).unwrap_or_else(|e| crate::error::raise(e));
+    let t = query::translate(&q);
+    let params: Vec<String> = t.params.iter().map(|p| serde_json::to_string(p).unwrap_or_default()).collect();
+    format!(
+        "SELECT e.* FROM audit.events e\nWHERE ({})\n  AND ($2::bigint IS NULL OR e.id < $2)\nORDER BY e.id DESC\nLIMIT $3\n\n$1 = ARRAY[{}]",
+        t.sql,
+        params.join(", ")
+    )
+}
