@@ -21,7 +21,7 @@ CLUSTER := tests/tools/cluster.sh
 # as root, cargo pgrx writes into the system PostgreSQL directly; otherwise through sudo
 SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
 
-.PHONY: help deps build install unit regress integration test demo psql demo-stop bench bench-capture clean
+.PHONY: help deps build install unit regress integration test demo psql demo-stop bench bench-capture bench-alerts clean
 
 help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
@@ -33,8 +33,9 @@ help:
 	@echo "make test         deps + unit + regress + integration, then stops the test cluster"
 	@echo "make demo         run docs/demo.sql on cluster 'demo' (port $(DEMO_PORT)), leave it running"
 	@echo "make psql         psql on the demo cluster;  make demo-stop  stops it"
-	@echo "make bench        run bench/run.sh and bench/capture.sh on cluster 'bench' (port $(BENCH_PORT))"
+	@echo "make bench        run bench/run.sh, capture.sh and alerts.sh on cluster 'bench' (port $(BENCH_PORT))"
 	@echo "make bench-capture  only the row capture benchmark (bench/capture.sh)"
+	@echo "make bench-alerts   only the alerts and search benchmark (bench/alerts.sh)"
 	@echo "make clean        remove all clusters and cargo clean"
 
 deps:
@@ -84,7 +85,13 @@ bench: install
 	trap '$(CLUSTER) stop bench' EXIT; \
 	eval "$$($(CLUSTER) env bench audit_bench)"; \
 	PATH=$(PGBIN):$$PATH bash bench/run.sh; \
-	PATH=$(PGBIN):$$PATH bash bench/capture.sh
+	PATH=$(PGBIN):$$PATH bash bench/capture.sh; \
+	PATH=$(PGBIN):$$PATH bash bench/alerts.sh
+
+bench-alerts: install
+	@$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \
+	trap '$(CLUSTER) stop bench' EXIT; \
+	PATH=$(PGBIN):$$PATH bash bench/alerts.sh
 
 bench-capture: install
 	@$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \

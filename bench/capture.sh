@@ -73,13 +73,8 @@ for v in "${VARIANTS[@]}"; do
   sql "$DB" -c "INSERT INTO t_$v SELECT i, md5(i::text), 0, now() FROM generate_series(1, $N) i" -c "VACUUM ANALYZE t_$v"
 done
 tps() { # VARIANT SECONDS
-  local out
-  sql "$DB" -c CHECKPOINT
   sed "s/TBL/t_$1/" bench/pgbench_update.sql >"$OUT/pgbench_update_$1.sql"
-  out=$(pgbench -n -M prepared -d "$DB" -f "$OUT/pgbench_update_$1.sql" -c 4 -j 2 -T "$2" 2>&1) \
-    || { echo "$out" >&2; die "pgbench $1 failed"; }
-  printf '%s\n' "$out" >>"$LOG"
-  sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
+  run_pgbench "$DB" "$OUT/pgbench_update_$1.sql" 4 "$2"
 }
 declare -A TPS=()
 log "pgbench warm-up (${WARMUP}s per variant)"

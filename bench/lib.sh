@@ -19,3 +19,16 @@ int() { # rounds EXPR, with thousands separators
   awk "BEGIN {s = sprintf(\"%.0f\", $1); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9](,|$)/, \",&\", s); print s}"
 }
 
+# run_pgbench DB SCRIPT CLIENTS SECONDS [PGOPTIONS]: TPS of one pgbench run (-n -M prepared,
+# -j 2 from 2 clients on), after a CHECKPOINT; dies on any failed transaction.
+run_pgbench() {
+  local db=$1 script=$2 clients=$3 secs=$4 opts=${5:-${PGOPTIONS:-}} jobs=1 out failed
+  [ "$clients" -ge 2 ] && jobs=2
+  sql "$db" -c CHECKPOINT
+  out=$(PGOPTIONS=$opts pgbench -n -M prepared -d "$db" -f "$script" -c "$clients" -j "$jobs" -T "$secs" 2>&1) \
+    || { echo "$out" >&2; die "pgbench $script failed"; }
+  printf '%s\n' "$out" >>"$LOG"
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
+  [ "${failed:-0}" = 0 ] || { echo "$out" >&2; die "pgbench $script: $failed failed transactions"; }
+  sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
+}

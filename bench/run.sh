@@ -129,16 +129,9 @@ if [ -n "$(git status --porcelain -- src sql Cargo.toml 2>/dev/null)" ]; then GI
 declare -A TPS=()
 # pgbench_tps SCRIPT CLIENTS CHAINS SECONDS: prints TPS (CHAINS empty: leave the setting alone)
 pgbench_tps() {
-  local script=$1 clients=$2 chains=$3 secs=$4 jobs=1 opts=$BASE_OPTS out failed
-  [ "$clients" -ge 2 ] && jobs=2
-  [ -n "$chains" ] && opts="$opts -c audit_ext.chains=$chains"
-  sql "$DB" -c CHECKPOINT
-  out=$(PGOPTIONS=$opts pgbench -n -M prepared -d "$DB" -f "bench/pgbench_$script.sql" \
-          -c "$clients" -j "$jobs" -T "$secs" 2>&1) || { echo "$out" >&2; die "pgbench $script failed"; }
-  printf '%s\n' "$out" >>"$LOG"
-  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
-  [ "${failed:-0}" = 0 ] || { echo "$out" >&2; die "pgbench $script: $failed failed transactions"; }
-  sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
+  local opts=$BASE_OPTS
+  [ -n "$3" ] && opts="$opts -c audit_ext.chains=$3"
+  run_pgbench "$DB" "bench/pgbench_$1.sql" "$2" "$4" "$opts"
 }
 
 VARIANTS=(plain)
