@@ -30,6 +30,9 @@ SELECT audit.record('backup.run', module => 'ops', message => 'nightly backup');
 \echo '== 3. What an auditor sees'
 SELECT id, at, actor, actor_ip, action, status, severity, object_type, object_name, old, new
 FROM audit.events ORDER BY id;
+\echo '-- ... or asks in the query language (docs/query-language.md)'
+SELECT id, actor, action, status, severity FROM audit.search('status:failure OR severity:high');
+SELECT audit.explain_query('status:failure OR severity:high');
 
 \echo
 \echo '== 4. Change capture: a DBA tracks a table; the application changes nothing'

@@ -7,3 +7,4 @@ assert_match "noted head seq [0-9]+ has changed .*the chain was rewritten" "$out
 assert_eq 3 "$(grep -c 'ERROR:  audit.events is append-only' <<<"$out")" "the demo shows UPDATE, DELETE and TRUNCATE refused"
 assert_match "row\.update[ |]+public\.customers[ |]+1 " "$out" "the demo shows a captured update of the tracked table"
 assert_match '"card_number": \{"new": "masked:[0-9a-f]{64}", "old": "masked:[0-9a-f]{64}"\}' "$out" "and the masked card number only as a keyed hash"
+assert_match "permission\.grant[ |]+success[ |]+high" "$out" "the demo shows a search finding the high-severity grant"
