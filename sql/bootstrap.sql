@@ -50,6 +50,11 @@ CREATE TABLE audit.events (
 );
 ALTER SEQUENCE audit.events_id_seq OWNED BY audit.events.id;
 
+-- The log is data, not configuration, but this is how an extension's table gets into pg_dump.
+-- Loading it back needs restore mode (audit_ext.restore, README "Backup, dump and restore").
+SELECT pg_catalog.pg_extension_config_dump('audit.events', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.events_id_seq', '');
+
 COMMENT ON TABLE audit.events IS
     'Append-only, SHA-256 hash-chained audit events (audit_ext). Check with audit.verify().';
 
@@ -78,14 +83,16 @@ COMMENT ON TABLE audit.tracked IS 'Tables whose row changes audit_ext captures (
 -- markers without revealing the value. 32 bytes from gen_random_uuid() (244 random bits,
 -- pg_strong_random). Readable by the extension owner only.
 CREATE TABLE audit.mask_key (
-    key bytea NOT NULL CHECK (pg_catalog.length(key) = 32)
+    key        bytea       NOT NULL CHECK (pg_catalog.length(key) = 32),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 INSERT INTO audit.mask_key
 SELECT pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::text
                                             || pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
 
 -- Both are settings, not data: a dump keeps them so that capture and masking continue
--- unchanged after a restore.
+-- unchanged after a restore. The oldest key is the one in use, so a restored key (older than
+-- the one CREATE EXTENSION made in the new database) wins.
 SELECT pg_catalog.pg_extension_config_dump('audit.tracked', '');
 SELECT pg_catalog.pg_extension_config_dump('audit.mask_key', '');
 
@@ -117,4 +124,5 @@ CREATE TABLE audit.streams (
     created_by text        NOT NULL DEFAULT session_user
 );
 SELECT pg_catalog.pg_extension_config_dump('audit.alert_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.alert_state', '');
 SELECT pg_catalog.pg_extension_config_dump('audit.streams', '');

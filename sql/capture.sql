@@ -29,7 +29,7 @@ BEGIN
             MESSAGE = format('audit.events is protected by audit_ext: %s on it is not allowed', cmd_tag),
             HINT = 'Its columns, triggers and rules guarantee the chain; they change only with the extension (ALTER EXTENSION audit_ext UPDATE).';
     END IF;
-    IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER')
+    IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER') AND NOT audit._restoring()
        AND EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = audit._root(rel)) THEN
         problem := audit._capture_problem(rel::regclass);
         IF problem LIKE 'column%' THEN
@@ -56,7 +56,7 @@ BEGIN
         PERFORM audit._guard_command(c.command_tag, c.classid, c.objid, c.in_extension);
     END LOOP;
     -- new, attached or detached partitions of tracked tables
-    IF EXISTS (SELECT FROM audit.tracked)
+    IF EXISTS (SELECT FROM audit.tracked) AND NOT audit._restoring()
        AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE command_tag IN ('CREATE TABLE', 'ALTER TABLE')) THEN
         PERFORM audit._sync_capture();
     END IF;

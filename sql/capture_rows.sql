@@ -18,7 +18,8 @@ AS $$
                    pg_catalog.sha256(k.key OPERATOR(pg_catalog.||) pg_catalog.convert_to(
                        c OPERATOR(pg_catalog.||) '=' OPERATOR(pg_catalog.||) (x OPERATOR(pg_catalog.->) c)::text,
                        'UTF8')), 'hex'))
-        FROM pg_catalog.unnest(cols) c, audit.mask_key k
+        FROM pg_catalog.unnest(cols) c,
+             (SELECT m.key FROM audit.mask_key m ORDER BY m.created_at, m.key LIMIT 1) k
         WHERE x OPERATOR(pg_catalog.?) c
           AND pg_catalog.jsonb_typeof(x OPERATOR(pg_catalog.->) c) OPERATOR(pg_catalog.<>) 'null'), '{}'::jsonb)
 $$;

@@ -21,6 +21,10 @@ GRANT SELECT ON audit.changes TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb) TO audit_reader;
 
 GRANT SELECT ON audit.tracked_tables TO audit_reader;
+-- read-only helpers that audit.tracked_tables and audit.verify() call as the reader
+GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass), audit._key_columns(regclass),
+                          audit._root(regclass)
+    TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
                           audit.status()
     TO audit_reader;

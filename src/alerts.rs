@@ -293,6 +293,9 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
         pgrx::error!("audit.evaluate_alerts() is a trigger function");
     }
     let td = ctx as *mut pg_sys::TriggerData;
+    if crate::gucs::RESTORE.get() {
+        return pg_sys::Datum::from(0); // restored events are not new: no alerts, no streams
+    }
     let rules = load();
     let nested = DEPTH.get() > 0;
     if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {

@@ -31,6 +31,10 @@ pub enum AppendError {
     TooLarge { size: usize, limit: i32 },
     #[error("the audit_ext chain trigger only works on audit.events, not on {table}")]
     WrongTable { table: String },
+    #[error("restored event {id} does not match its hash: it was changed after it was recorded")]
+    RestoredMismatch { id: i64 },
+    #[error("restored event lacks column \"{column}\": a restored event must carry id, at, chain, seq, txid and hash")]
+    RestoredIncomplete { column: &'static str },
 }
 
 /// Where each of `COLUMNS` sits in a relation's tuple, and the id sequence.
@@ -105,10 +109,12 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     };
     pg_sys::heap_deform_tuple(td.tg_trigtuple, desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
 
-    for c in [event::ID, event::CHAIN, event::SEQ, event::TXID, event::PREV_HASH, event::HASH] {
-        if row.get(c).is_some() {
-            return Err(AppendError::Generated { column: COLUMNS[c].0 });
+    let chain_columns = [event::ID, event::CHAIN, event::SEQ, event::TXID, event::PREV_HASH, event::HASH];
+    if let Some(&c) = chain_columns.iter().find(|&&c| row.get(c).is_some()) {
+        if gucs::RESTORE.get() {
+            return restored(td, &row);
         }
+        return Err(AppendError::Generated { column: COLUMNS[c].0 });
     }
     fill_context(&mut row)?;
     validate(&row)?;
@@ -145,6 +151,24 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     let tuple = pg_sys::heap_form_tuple(desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
     chain::advance(seq, hash);
     Ok(tuple)
+}
+
+/// A complete event from a dump, loaded in restore mode: kept exactly as it is if its hash
+/// matches its columns. Its link to the previous event cannot be checked here (pg_dump writes
+/// rows in heap order, not chain order): `audit.verify()` checks the restored chains whole.
+unsafe fn restored(td: &pg_sys::TriggerData, row: &Row) -> Result<pg_sys::HeapTuple, AppendError> {
+    for c in [event::ID, event::AT, event::CHAIN, event::SEQ, event::TXID, event::HASH] {
+        if row.get(c).is_none() {
+            return Err(AppendError::RestoredIncomplete { column: COLUMNS[c].0 });
+        }
+    }
+    let (hash, _) = event::hash_datums(|c| row.get(c));
+    let stored = row.get(event::HASH).map(|d| event::bytes(d)).unwrap_or_default();
+    if stored != hash.as_slice() {
+        let id = row.get(event::ID).map(|d| d.value() as i64).unwrap_or(0);
+        return Err(AppendError::RestoredMismatch { id });
+    }
+    Ok(td.tg_trigtuple)
 }
 
 /// Actor, IP, session, application and metadata that the caller left NULL come from

@@ -32,7 +32,14 @@ pub enum CaptureError {
 /// (PostgreSQL discards the unprivileged value). So no role but a superuser can switch capture off.
 #[pg_extern(stable, parallel_safe, strict)]
 fn capture_ddl_enabled() -> bool {
-    gucs::CAPTURE_DDL.get()
+    gucs::capturing_ddl()
+}
+
+/// Whether a dump is being restored (`audit_ext.restore`): the DDL guards of tracked tables
+/// and the upkeep of their capture triggers stand aside while pg_restore rebuilds them.
+#[pg_extern(stable, parallel_safe, strict, name = "_restoring")]
+fn restoring() -> bool {
+    gucs::RESTORE.get()
 }
 
 /// Whether role changes are captured: the utility hook is installed only when the library is
@@ -128,6 +135,9 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
     };
     if !has_tables {
         raise(CaptureError::NotCaptureTrigger("the trigger lacks its transition tables; run audit.track() again"));
+    }
+    if gucs::RESTORE.get() {
+        return pg_sys::Datum::from(0); // loading a dump: its rows are not new changes
     }
     let rel = (*td).tg_relation;
     let relid = (*rel).rd_id;
@@ -468,7 +478,7 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
 /// being created: its script creates roles before audit.events exists) and DDL capture is on. Inserted as the bootstrap superuser: the role running CREATE ROLE needs no
 /// privilege on audit.events (the actor recorded is still the session user).
 unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
-    if !gucs::CAPTURE_DDL.get()
+    if !gucs::capturing_ddl()
         || !pg_sys::IsTransactionState()
         || pg_sys::creating_extension
         || pg_sys::get_extension_oid(c"audit_ext".as_ptr(), true) == pg_sys::InvalidOid
@@ -496,15 +506,16 @@ unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
 #[pg_extern(stable, parallel_restricted, strict)]
 fn status() -> TableIterator<'static, (name!(feature, String), name!(active, bool), name!(detail, String))> {
     let preload = role_capture_active();
-    let ddl = gucs::CAPTURE_DDL.get();
-    let tracked = Spi::get_one::<i64>("SELECT count(*) FROM audit.tracked").ok().flatten().unwrap_or(0);
+    let ddl = gucs::capturing_ddl();
+    let tracked = Spi::get_one::<i64>("SELECT count(*) FROM audit.tracked_tables").ok().flatten().unwrap_or(0);
     let rows = vec![
         ("chain".to_string(), true, format!("{} chain(s) (audit_ext.chains)", gucs::CHAINS.get())),
         ("row_capture".to_string(), tracked > 0, format!("{tracked} tracked table(s); see audit.tracked_tables")),
         (
             "ddl_capture".to_string(),
             ddl,
-            if ddl { "event triggers record DDL and GRANT/REVOKE" } else { "off (audit_ext.capture_ddl = off)" }.to_string(),
+            if ddl { "event triggers record DDL and GRANT/REVOKE" } else { "off (audit_ext.capture_ddl = off, or audit_ext.restore = on)" }
+                .to_string(),
         ),
         (
             "role_capture".to_string(),
@@ -512,7 +523,7 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
             if !preload {
                 "inactive: add audit_ext to shared_preload_libraries and restart to record CREATE/ALTER/DROP ROLE and GRANT role".to_string()
             } else if !ddl {
-                "off (audit_ext.capture_ddl = off)".to_string()
+                "off (audit_ext.capture_ddl = off, or audit_ext.restore = on)".to_string()
             } else {
                 "utility hook records CREATE/ALTER/DROP ROLE and GRANT/REVOKE role".to_string()
             },

@@ -47,18 +47,22 @@ impl SqlError for AppendError {
             }
             TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             WrongTable { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            RestoredMismatch { .. } => PgSqlErrorCode::ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,
+            RestoredIncomplete { .. } => PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
         }
     }
     fn hint(&self) -> Option<String> {
         use AppendError::*;
         Some(match self {
             AppendOnly { .. } => "Audit events can never be changed or removed. Record a corrective event with audit.record(); old events leave only through retention.".into(),
-            Generated { .. } => "Leave id, chain, seq, txid, prev_hash and hash out of the INSERT: the extension assigns them.".into(),
+            Generated { .. } => "Leave id, chain, seq, txid, prev_hash and hash out of the INSERT: the extension assigns them. Restoring a dump? Run pg_restore as a superuser with PGOPTIONS='-c audit_ext.restore=on'.".into(),
             Invalid { fix, .. } => fix.to_string(),
             MetadataNotObject => "Pass a JSON object, e.g. '{\"request_id\": \"r1\"}'::jsonb.".into(),
             BadTimestamp => "Leave \"at\" out of the INSERT so that it defaults to clock_timestamp().".into(),
             TooLarge { .. } => "Store large documents elsewhere and record a reference, or raise audit_ext.max_event_bytes (superuser).".into(),
             WrongTable { .. } => return None,
+            RestoredMismatch { .. } => "The dump does not hold the events as they were recorded. Restore from an untouched dump, or load it without that event and let audit.verify() show the gap.".into(),
+            RestoredIncomplete { .. } => "Restore events only from a pg_dump of audit_ext's own table.".into(),
         })
     }
 }

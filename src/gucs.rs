@@ -16,6 +16,18 @@ pub static MAX_EVENT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024
 /// must not be in the hands of the roles whose changes it records.
 pub static CAPTURE_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Restore mode, for loading a dump (`PGOPTIONS='-c audit_ext.restore=on' pg_restore ...`):
+/// rows of `audit.events` that arrive complete (id, chain, seq, hash) are kept as they are,
+/// after their hash is checked, instead of being refused; and nothing is captured or alerted
+/// meanwhile (the restore's own DDL and data loads are not new events). Superuser-only: it lets
+/// the caller write chain columns.
+pub static RESTORE: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Whether DDL, role and row capture are on now: on, and not restoring a dump.
+pub fn capturing_ddl() -> bool {
+    CAPTURE_DDL.get() && !RESTORE.get()
+}
+
 /// Who is acting, as set by `audit.set_context` (these are its storage: GUCs give us SET LOCAL
 /// semantics, savepoint rollback and DISCARD ALL for connection pools).
 pub static CONTEXT_ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -52,6 +64,14 @@ pub fn init() {
         c"Record DDL and GRANT/REVOKE as audit events.",
         c"Event triggers record CREATE, ALTER and DROP of schema objects and GRANT/REVOKE on them. Superuser-only.",
         &CAPTURE_DDL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"audit_ext.restore",
+        c"Load a dump: keep complete audit events as they are, and capture nothing meanwhile.",
+        c"Set by the superuser running pg_restore (PGOPTIONS='-c audit_ext.restore=on'). Each restored event's hash is checked; run audit.verify() afterwards.",
+        &RESTORE,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -52,7 +52,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",
-    requires = ["capture_rows", capture::capture_ddl_enabled]
+    requires = ["capture_rows", capture::capture_ddl_enabled, capture::restoring]
 );
 extension_sql_file!(
     "../sql/alerts.sql",

@@ -49,7 +49,7 @@ fn verify(
 ) -> TableIterator<
     'static,
     (
-        name!(chain, i32),
+        name!(chain, Option<i32>),
         name!(events_checked, i64),
         name!(ok, bool),
         name!(first_bad_id, Option<i64>),
@@ -64,13 +64,53 @@ fn verify(
     }
     let noted = heads.map(|h| parse_heads(h.0).unwrap_or_else(|e| raise(e))).unwrap_or_default();
     let rows = unsafe { run(from_id, to_id, &noted) };
-    TableIterator::new(rows.into_iter().map(|(chain, r)| {
-        let (id, seq, reason) = match r.bad {
-            Some((id, seq, reason)) => (Some(id), Some(seq), Some(reason)),
-            None => (None, None, r.note),
-        };
-        (chain, r.checked, seq.is_none(), id.flatten(), seq, reason)
-    }))
+    let mut out: Vec<_> = rows
+        .into_iter()
+        .map(|(chain, r)| {
+            let (id, seq, reason) = match r.bad {
+                Some((id, seq, reason)) => (Some(id), Some(seq), Some(reason)),
+                None => (None, None, r.note),
+            };
+            (Some(chain), r.checked, seq.is_none(), id.flatten(), seq, reason)
+        })
+        .collect();
+    if let Some(problems) = guard_problems() {
+        out.push((None, 0, false, None, None, Some(format!("guards: {problems}"))));
+    }
+    TableIterator::new(out)
+}
+
+/// What is wrong with the guards of the log, if anything: a trigger of audit.events or an
+/// event trigger missing or disabled, a rule or row level security on audit.events, a
+/// tracked table whose capture is not intact. A superuser can switch a guard off (after
+/// disabling the event triggers that refuse it); verify then reports a row with chain NULL,
+/// so that `bool_and(ok)` fails even before any event was touched.
+fn guard_problems() -> Option<String> {
+    Spi::get_one::<String>(
+        "SELECT string_agg(p, '; ' ORDER BY p) FROM ( \
+           SELECT format('trigger %s on audit.events is %s', t.name, \
+                         CASE WHEN tg.oid IS NULL THEN 'missing' ELSE 'disabled' END) AS p \
+           FROM unnest(ARRAY['zz_chain_event', 'append_only', 'zz_alerts']) t(name) \
+           LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = 'audit.events'::regclass AND tg.tgname = t.name \
+           WHERE tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A') \
+           UNION ALL \
+           SELECT format('event trigger %s is %s', t.name, \
+                         CASE WHEN et.oid IS NULL THEN 'missing' ELSE 'disabled' END) \
+           FROM unnest(ARRAY['audit_ext_ddl_command', 'audit_ext_ddl_drop']) t(name) \
+           LEFT JOIN pg_catalog.pg_event_trigger et ON et.evtname = t.name \
+           WHERE et.oid IS NULL OR et.evtenabled NOT IN ('O', 'A') \
+           UNION ALL \
+           SELECT format('rule %s on audit.events', r.rulename) FROM pg_catalog.pg_rewrite r \
+           WHERE r.ev_class = 'audit.events'::regclass \
+           UNION ALL \
+           SELECT 'row level security is enabled on audit.events' FROM pg_catalog.pg_class c \
+           WHERE c.oid = 'audit.events'::regclass AND c.relrowsecurity \
+           UNION ALL \
+           SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl)) \
+           FROM audit.tracked_tables t WHERE NOT t.intact) s",
+    )
+    .ok()
+    .flatten()
 }
 
 fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError> {

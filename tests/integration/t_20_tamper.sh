@@ -66,3 +66,13 @@ fresh_db audit_tamper
 sql "SELECT count(audit.record('t.e')) FROM generate_series(1, 10) i" >/dev/null
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify(heads => (SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h))")" \
   "a clean log verifies against its own heads"
+
+# A guard switched off and left off is itself reported, before any event is touched.
+fresh_db audit_guards
+sql "SELECT audit.record('g.e')" >/dev/null
+sql "ALTER EVENT TRIGGER audit_ext_ddl_drop DISABLE" >/dev/null
+assert_eq "false|guards: event trigger audit_ext_ddl_drop is disabled" \
+  "$(sql "SELECT bool_and(ok) || '|' || string_agg(reason, '') FILTER (WHERE chain IS NULL) FROM audit.verify()")" \
+  "verify reports a disabled event trigger as a row with chain NULL"
+sql "ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE" >/dev/null
+assert_eq "true|1" "$(sql "SELECT bool_and(ok) || '|' || count(*) FROM audit.verify()")" "re-enabled, verify passes again"

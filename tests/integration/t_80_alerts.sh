@@ -19,9 +19,9 @@ fail_login() { # ACTOR [ROLLBACK]: one failed login by ACTOR in its own transact
 notes() { sed -n 's/^Asynchronous notification "[^"]*" with payload "\(.*\)" received from server process with PID [0-9]*\.$/\1/p' "$1"; }
 
 out=$(mktemp -d)
-listen audit_alert 14 "$out/alerts"
-listen audit_high 14 "$out/high"
-listen audit_all 14 "$out/all"
+listen audit_alert 20 "$out/alerts"
+listen audit_high 20 "$out/high"
+listen audit_all 20 "$out/all"
 sleep 1
 mark=$(sql "SELECT max(id) FROM audit.events")
 for i in 1 2 3 4; do fail_login alice; done

@@ -26,6 +26,15 @@ SELECT try($$ SELECT count(*) FROM audit.events $$);
 SELECT try($$ SELECT bool_and(ok) FROM audit.verify() $$);
 SELECT try($$ SELECT count(*) FROM audit.head() $$);
 SELECT try($$ DELETE FROM audit.events $$);
+-- Everything an auditor reads works for a reader; nothing that changes settings does.
+SELECT try($$ SELECT count(*) FROM audit.tracked_tables $$);
+SELECT try($$ SELECT count(*) FROM audit.changes $$);
+SELECT try($$ SELECT count(*) FROM audit.alerts $$);
+SELECT try($$ SELECT count(*) FROM audit.search('status:success') $$);
+SELECT try($$ SELECT count(*) FROM audit.status() $$);
+SELECT try($$ SELECT audit.create_alert('x', 'status:failure') $$);
+SELECT try($$ SELECT audit.stream('x') $$);
+SELECT try($$ SELECT audit.track('pg_class') $$);
 RESET ROLE;
 
 SET ROLE regress_admin;
