@@ -18,34 +18,11 @@ cd "$ROOT"
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 export PATH="$PGBIN:$PATH"
 
-SECS=${BENCH_SECONDS:-20}
-ROUNDS=${BENCH_ROUNDS:-2}
-WARMUP=${BENCH_WARMUP:-3}
-REPEAT=${BENCH_REPEAT:-3}
-KEEP=${BENCH_KEEP:-0}
-N=100000
-DB=audit_bench_capture
-OUT=bench/results
-LOG=$OUT/capture.log
-VARIANTS=(plain tracked plpgsql)
-
-die() { echo "bench/capture.sh: $*" >&2; exit 1; }
-log() { echo "[capture $(date +%T)] $*" >&2; echo "== $(date +%T) $*" >>"$LOG"; }
 source bench/lib.sh
-
-tests/tools/cluster.sh status bench >/dev/null \
-  || die "the bench cluster is not running: use 'make bench', or tests/tools/cluster.sh start bench 5497"
-eval "$(tests/tools/cluster.sh env bench "$DB")"
-export PGOPTIONS="-c statement_timeout=${BENCH_STATEMENT_TIMEOUT:-600s} -c client_min_messages=warning"
-mkdir -p "$OUT"
-: >"$LOG"
-
-drop_db() { [ "$KEEP" = 1 ] || psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
-trap drop_db EXIT
-T0=$(date +%s)
-drop_db
-sql postgres -c "CREATE DATABASE $DB"
-sql "$DB" -c "CREATE EXTENSION audit_ext" -f bench/plpgsql_audit.sql
+N=100000
+VARIANTS=(plain tracked plpgsql)
+bench_start capture audit_bench_capture
+sql "$DB" -f bench/plpgsql_audit.sql
 for v in "${VARIANTS[@]}"; do
   sql "$DB" -c "CREATE TABLE t_$v (id int PRIMARY KEY, a text, b int, c timestamptz)"
 done

@@ -1,4 +1,5 @@
-# Helpers shared by bench/run.sh and bench/capture.sh (sourced; they define die, log and LOG).
+# Helpers shared by the bench scripts (sourced). run.sh defines die, log and LOG itself;
+# capture.sh and alerts.sh get them from bench_start.
 
 # psql, unaligned, quiet, stopping at the first error.
 sql() { local db=$1; shift; psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$db" "$@"; }
@@ -31,4 +32,28 @@ run_pgbench() {
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
   [ "${failed:-0}" = 0 ] || { echo "$out" >&2; die "pgbench $script: $failed failed transactions"; }
   sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
+}
+
+# bench_start NAME DB: what bench/capture.sh and bench/alerts.sh share. Reads the common
+# BENCH_* settings, defines die and log (raw output in bench/results/NAME.log), connects to the
+# bench cluster, and creates DB afresh with audit_ext (dropped on exit unless BENCH_KEEP=1).
+bench_start() {
+  BENCH_NAME=$1 DB=$2
+  SECS=${BENCH_SECONDS:-20} ROUNDS=${BENCH_ROUNDS:-2} WARMUP=${BENCH_WARMUP:-3}
+  REPEAT=${BENCH_REPEAT:-3} KEEP=${BENCH_KEEP:-0}
+  OUT=bench/results LOG=bench/results/$1.log
+  die() { echo "bench/$BENCH_NAME.sh: $*" >&2; exit 1; }
+  log() { echo "[$BENCH_NAME $(date +%T)] $*" >&2; echo "== $(date +%T) $*" >>"$LOG"; }
+  tests/tools/cluster.sh status bench >/dev/null \
+    || die "the bench cluster is not running: use 'make bench', or tests/tools/cluster.sh start bench 5497"
+  eval "$(tests/tools/cluster.sh env bench "$DB")"
+  export PGOPTIONS="-c statement_timeout=${BENCH_STATEMENT_TIMEOUT:-600s} -c client_min_messages=warning"
+  mkdir -p "$OUT"
+  : >"$LOG"
+  drop_db() { [ "$KEEP" = 1 ] || psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
+  trap drop_db EXIT
+  T0=$(date +%s)
+  drop_db
+  sql postgres -c "CREATE DATABASE $DB"
+  sql "$DB" -c "CREATE EXTENSION audit_ext"
 }

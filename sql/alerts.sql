@@ -8,7 +8,7 @@ RETURNS SETOF audit.events
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t record;
+    t text[];
 BEGIN
     IF query IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.search(): query is NULL',
@@ -19,11 +19,12 @@ BEGIN
             MESSAGE = format('audit.search(): limit_rows must be between 1 and 100000, not %s', coalesce(limit_rows::text, 'NULL')),
             HINT = 'Page through larger results with after_id.';
     END IF;
-    SELECT * INTO t FROM audit._translate(query);
-    -- t.sql is built by the translator from column names, operators and $1[n] only.
-    RETURN QUERY EXECUTE 'SELECT e.* FROM audit.events e WHERE (' || t.sql || ')'
+    t := audit._translate(query);
+    -- t[1] is built by the translator from column names, operators and $1[n] only; the
+    -- values are t[2:], passed as the parameter array $1.
+    RETURN QUERY EXECUTE 'SELECT e.* FROM audit.events e WHERE (' || t[1] || ')'
                          ' AND ($2::bigint IS NULL OR e.id < $2) ORDER BY e.id DESC LIMIT $3'
-        USING t.params, after_id, limit_rows;
+        USING t[2:], after_id, limit_rows;
 END
 $$;
 COMMENT ON FUNCTION audit.search IS 'Events matching a query (docs/query-language.md), newest first.';

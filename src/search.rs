@@ -8,12 +8,14 @@
 use crate::query;
 use pgrx::prelude::*;
 
-/// The SQL condition and parameters for `query` (for sql/search.sql, and for the curious).
+/// `{condition, param 1, param 2, ...}` for `query`: one array, so that PL/pgSQL evaluates the
+/// call as a simple expression (no SPI round trip, measured at about a tenth of a millisecond
+/// per search) and passes `t[2:]` as the parameter array.
 #[pg_extern(immutable, parallel_safe, strict, name = "_translate")]
-fn translate(query: &str) -> TableIterator<'static, (name!(sql, String), name!(params, Vec<String>))> {
+fn translate(query: &str) -> Vec<String> {
     let q = query::parse(query).unwrap_or_else(|e| crate::error::raise(e));
     let t = query::translate(&q);
-    TableIterator::once((t.sql, t.params))
+    std::iter::once(t.sql).chain(t.params).collect()
 }
 
 /// What `audit.search(query)` runs: the statement and its parameters.
