@@ -507,7 +507,9 @@ unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
 fn status() -> TableIterator<'static, (name!(feature, String), name!(active, bool), name!(detail, String))> {
     let preload = role_capture_active();
     let ddl = gucs::capturing_ddl();
-    let tracked = Spi::get_one::<i64>("SELECT count(*) FROM audit.tracked_tables").ok().flatten().unwrap_or(0);
+    let tracked: i64 = crate::verify::read_text("SELECT count(*)::text FROM audit.tracked_tables")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     let rows = vec![
         ("chain".to_string(), true, format!("{} chain(s) (audit_ext.chains)", gucs::CHAINS.get())),
         ("row_capture".to_string(), tracked > 0, format!("{tracked} tracked table(s); see audit.tracked_tables")),

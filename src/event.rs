@@ -137,10 +137,29 @@ pub unsafe fn bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
 ///
 /// # Safety
 /// `d` must be a jsonb datum.
+/// The text lives in one buffer reused by every call (a fresh buffer per jsonb was most of
+/// verify's allocation churn): it is valid until the next call, so callers copy or consume it
+/// at once.
 pub unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a CStr {
+    thread_local! {
+        static OUT: std::cell::Cell<*mut pg_sys::StringInfoData> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+    }
     let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
     let size = pgrx::varlena::varsize_any(jb as *const pg_sys::varlena) as i32;
-    let cstr = pg_sys::JsonbToCString(std::ptr::null_mut(), &mut (*jb).root, size);
+    let mut out = OUT.get();
+    if out.is_null() || (*out).maxlen > 8 * 1024 * 1024 {
+        // (a buffer grown past 8 MB by one huge document is not kept)
+        if !out.is_null() {
+            pg_sys::pfree((*out).data.cast());
+            pg_sys::pfree(out.cast());
+        }
+        let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        out = pg_sys::makeStringInfo();
+        pg_sys::MemoryContextSwitchTo(old);
+        OUT.set(out);
+    }
+    pg_sys::resetStringInfo(out);
+    let cstr = pg_sys::JsonbToCString(out, &mut (*jb).root, size);
     CStr::from_ptr(cstr)
 }
 
