@@ -468,13 +468,8 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
             rule.sql
         ))
         .unwrap();
-        let mut types = [pg_sys::TEXTARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID];
-        let plan = pg_sys::SPI_prepare(sql.as_ptr(), 4, types.as_mut_ptr());
-        if plan.is_null() {
-            pgrx::error!("audit_ext: preparing the count of alert {:?} failed", rule.name);
-        }
-        pg_sys::SPI_keepplan(plan);
-        rule.plan.set(plan);
+        let types = [pg_sys::TEXTARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID];
+        rule.plan.set(crate::spi::kept_plan(&sql, &types));
     }
     let params = rule.params.clone().into_datum().unwrap();
     let mut args = [

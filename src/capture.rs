@@ -229,14 +229,8 @@ unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys
         ),
     };
     let sql = CString::new(sql).unwrap();
-    let mut types =
-        [pg_sys::TEXTOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::BOOLOID, pg_sys::TEXTOID];
-    let plan = pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
-    if plan.is_null() {
-        pgrx::error!("audit_ext: preparing the capture statement failed");
-    }
-    pg_sys::SPI_keepplan(plan);
-    plan
+    let types = [pg_sys::TEXTOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::BOOLOID, pg_sys::TEXTOID];
+    crate::spi::kept_plan(&sql, &types)
 }
 
 /// For an UPDATE: registers `audit_pairs(o, n)`, both of the table's row type, holding the
@@ -300,20 +294,15 @@ unsafe fn register_pairs(td: *mut pg_sys::TriggerData) -> *mut pg_sys::Tuplestor
 unsafe fn key_columns(relid: pg_sys::Oid) -> Vec<String> {
     let plan = KEYS_PLAN.with(|p| {
         *p.borrow_mut().get_or_insert_with(|| {
-            let mut types = [pg_sys::OIDOID];
-            let plan = pg_sys::SPI_prepare(
+            crate::spi::kept_plan(
                 c"SELECT array_agg(a.attname::text ORDER BY k.ord) \
                   FROM (SELECT i.indkey FROM pg_catalog.pg_index i WHERE i.indrelid = $1 \
                           AND (i.indisreplident OR i.indisprimary) \
                         ORDER BY i.indisreplident DESC LIMIT 1) i \
                   CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
-                  JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum"
-                    .as_ptr(),
-                1,
-                types.as_mut_ptr(),
-            );
-            pg_sys::SPI_keepplan(plan);
-            plan
+                  JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum",
+                &[pg_sys::OIDOID],
+            )
         })
     });
     let mut args = [pg_sys::Datum::from(relid)];

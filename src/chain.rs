@@ -92,15 +92,10 @@ unsafe fn read_head(chain: i32) -> (i64, Option<[u8; 32]>) {
     }
     let plan = HEAD_PLAN.with(|p| {
         *p.borrow_mut().get_or_insert_with(|| {
-            let mut types = [pg_sys::INT4OID];
-            let plan = pg_sys::SPI_prepare(
-                c"SELECT seq, hash FROM audit.events WHERE chain = $1 ORDER BY seq DESC LIMIT 1"
-                    .as_ptr(),
-                1,
-                types.as_mut_ptr(),
-            );
-            pg_sys::SPI_keepplan(plan);
-            plan
+            crate::spi::kept_plan(
+                c"SELECT seq, hash FROM audit.events WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
+                &[pg_sys::INT4OID],
+            )
         })
     });
     let mut args = [pg_sys::Datum::from(chain)];

@@ -1,7 +1,7 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
 //! This file is glue: the SQL surface lives in `record`, `verify`, `diff`, `capture`, `search`
-//! and `alerts` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`, `hash`
-//! and `query` (the search language), settings in `gucs`, errors in `error`.
+//! and `alerts` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`, `hash`,
+//! `spi` (kept plans) and `query` (the search language), settings in `gucs`, errors in `error`.
 
 use pgrx::prelude::*;
 
@@ -29,6 +29,7 @@ mod hash;
 mod query;
 mod record;
 mod search;
+mod spi;
 mod verify;
 
 #[cfg(any(test, feature = "pg_test"))]

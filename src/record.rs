@@ -54,17 +54,12 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
     }
     let plan = INSERT_PLAN.with(|p| {
         *p.borrow_mut().get_or_insert_with(|| {
-            let mut types = RECORD_ARGS;
-            let plan = pg_sys::SPI_prepare(
+            crate::spi::kept_plan(
                 c"INSERT INTO audit.events (action, object_type, object_id, object_name, old, new, \
                   status, severity, module, message, metadata) \
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"
-                    .as_ptr(),
-                types.len() as i32,
-                types.as_mut_ptr(),
-            );
-            pg_sys::SPI_keepplan(plan);
-            plan
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                &RECORD_ARGS,
+            )
         })
     });
     let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
