@@ -71,13 +71,16 @@ impl SqlError for RecordError {
     fn code(&self) -> PgSqlErrorCode {
         match self {
             RecordError::LocalOutsideTransaction => PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
-            RecordError::BadContext(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            RecordError::BadContext(_) | RecordError::ReservedModule(_) => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
         }
     }
     fn hint(&self) -> Option<String> {
         Some(match self {
             RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, or pass local => false to keep the context for the whole session.".into(),
             RecordError::BadContext(_) => "Pass a JSON object as metadata.".into(),
+            RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role and alert mark events audit_ext recorded itself.".into(),
         })
     }
 }

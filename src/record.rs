@@ -18,7 +18,14 @@ pub enum RecordError {
     LocalOutsideTransaction,
     #[error("invalid context: {0}")]
     BadContext(String),
+    #[error("module {0:?} is reserved for the events audit_ext records itself")]
+    ReservedModule(String),
 }
+
+/// Modules of the events the extension writes itself (row capture, DDL and role capture,
+/// alerts). `audit.record` refuses them, so that an auditor can trust that an event with
+/// module `capture` really is a captured change and not an application's claim.
+pub const RESERVED_MODULES: [&str; 4] = ["capture", "ddl", "role", "alert"];
 
 /// Argument types of `audit.record`, in order.
 const RECORD_ARGS: [pg_sys::Oid; 11] = [
@@ -47,6 +54,13 @@ finfo_v1!(pg_finfo_audit_record);
 #[pg_guard]
 pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let args = (*fcinfo).args.as_slice(RECORD_ARGS.len());
+    const MODULE_ARG: usize = 8;
+    if !args[MODULE_ARG].isnull {
+        let module = String::from_utf8_lossy(crate::event::bytes(args[MODULE_ARG].value));
+        if RESERVED_MODULES.iter().any(|m| m.eq_ignore_ascii_case(&module)) {
+            raise(RecordError::ReservedModule(module.into_owned()));
+        }
+    }
     let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.value).collect();
     let nulls: Vec<std::ffi::c_char> = args.iter().map(|a| if a.isnull { b'n' } else { b' ' } as _).collect();
     if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {

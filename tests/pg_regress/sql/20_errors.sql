@@ -24,6 +24,11 @@ SELECT try($$ INSERT INTO audit.events (id, action) VALUES (1, 'a.b') $$);
 SELECT try($$ SELECT * FROM audit.verify(10, 2) $$);
 SELECT try($$ SELECT * FROM audit.verify(heads => '{"chain": 0}') $$);
 SELECT try($$ SELECT * FROM audit.verify(heads => '[{"chain": 0, "seq": 1}]') $$);
+-- The modules of the extension's own events cannot be claimed by an application.
+SELECT try($$ SELECT audit.record('row.update', module => 'capture') $$);
+SELECT try($$ SELECT audit.record('x.y', module => 'DDL') $$);
+SELECT try($$ SELECT audit.record('role.create', module => 'role') $$);
+SELECT try($$ SELECT audit.record('alert.fired', module => 'alert') $$);
 SELECT count(*) - :before AS written FROM audit.events;
 
 -- Append-only, for every role including the superuser and the owner.
@@ -36,5 +41,7 @@ CREATE ROLE regress_plain LOGIN;
 SET ROLE regress_plain;
 SELECT try($$ SET audit_ext.max_event_bytes = 100000000 $$);
 SELECT try($$ SET audit_ext.chains = 2 $$);
+SELECT try($$ SET audit_ext.restore = on $$);
+SELECT try($$ SET audit_ext.capture_ddl = off $$);
 RESET ROLE;
 DROP ROLE regress_plain;
