@@ -17,7 +17,7 @@ load=$!
 writer() {
   local n=0
   while [ -f "$ack/run" ]; do
-    if id=$(psql -XAtq -c "SELECT audit.record('crash.ack', object_id => '$1-$n')" 2>/dev/null); then
+    if id=$(timeout 20 psql -XAtq -c "SELECT audit.record('crash.ack', object_id => '$1-$n')" 2>/dev/null); then
       echo "$id" >>"$ack/acked.$1"
     fi
     n=$((n + 1))
@@ -27,6 +27,10 @@ touch "$ack/run"
 for w in 1 2 3; do writer "$w" & done
 sleep 4
 pm=$(head -n 1 "$datadir/postmaster.pid")
+# Freeze the postmaster first: otherwise it can fork a backend for a writer between the listing
+# of its children and the kill, and that orphan (seen here) holds the old shared memory and
+# blocks the restart.
+kill -STOP "$pm"
 children=$(ps -o pid= --ppid "$pm" || true)
 kill -9 "$pm" $children 2>/dev/null || true
 # (run.sh runs us under a subreaper, so the dead are reaped. A process in the middle of an
@@ -36,6 +40,9 @@ for p in $pm $children; do
   for _ in $(seq 1200); do alive "$p" || break; sleep 0.1; done
   if alive "$p"; then fail "process $p still alive 120 s after SIGKILL"; fi
 done
+# The restart reads postmaster.pid: a dead postmaster not yet reaped still answers kill -0.
+for _ in $(seq 300); do [ -e "/proc/$pm" ] || break; sleep 0.1; done
+if [ -e "/proc/$pm" ]; then as_pg rm -f "$datadir/postmaster.pid"; fi   # a zombie nobody reaps
 rm -f "$ack/run"
 wait "$load" 2>/dev/null || true
 wait 2>/dev/null || true
