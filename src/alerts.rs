@@ -22,6 +22,8 @@ use std::rc::Rc;
 pub enum AlertError {
     #[error("invalid group_by {0:?}: not an event field")]
     BadGroup(String),
+    #[error("audit.evaluate_alerts() fired in the wrong way: {0}")]
+    NotAlertTrigger(&'static str),
 }
 
 /// NOTIFY payloads must stay under 8000 bytes: each string field is cut to this many chars.
@@ -290,7 +292,7 @@ finfo_v1!(pg_finfo_audit_evaluate_alerts);
 pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let ctx = (*fcinfo).context;
     if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
-        pgrx::error!("audit.evaluate_alerts() is a trigger function");
+        crate::error::raise(AlertError::NotAlertTrigger("it is a trigger function"));
     }
     let td = ctx as *mut pg_sys::TriggerData;
     if crate::gucs::RESTORE.get() {
@@ -306,7 +308,7 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
     }));
     let desc = (*(*td).tg_relation).rd_att;
     let Some(attno) = event::attnos(&pgrx::PgTupleDesc::from_pg_unchecked(desc)) else {
-        pgrx::error!("audit.evaluate_alerts() only works on audit.events");
+        crate::error::raise(AlertError::NotAlertTrigger("it only works on audit.events"));
     };
     let natts = (*desc).natts as usize;
     let mut ev = TupleEvent {

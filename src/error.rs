@@ -127,9 +127,15 @@ impl SqlError for QueryError {
 
 impl SqlError for AlertError {
     fn code(&self) -> PgSqlErrorCode {
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+        match self {
+            AlertError::BadGroup(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            AlertError::NotAlertTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+        }
     }
     fn hint(&self) -> Option<String> {
-        Some("Group by actor, actor_ip, session_id, application, action, status, severity, module, object_type, object_id or object_name.".into())
+        Some(match self {
+            AlertError::BadGroup(_) => "Group by actor, actor_ip, session_id, application, action, status, severity, module, object_type, object_id or object_name.".into(),
+            AlertError::NotAlertTrigger(_) => "audit_ext attaches it to audit.events itself; do not attach it by hand.".into(),
+        })
     }
 }
