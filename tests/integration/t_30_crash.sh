@@ -35,7 +35,8 @@ children=$(ps -o pid= --ppid "$pm" || true)
 kill -9 "$pm" $children 2>/dev/null || true
 # (run.sh runs us under a subreaper, so the dead are reaped. A process in the middle of an
 # fsync dies only when the call returns, which under heavy I/O was seen to take over 30 s.)
-alive() { [ -e "/proc/$1" ] && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat" 2>/dev/null; }
+# Alive: it has a /proc entry that is not a zombie's (read once: it can vanish between two reads).
+alive() { local st; st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; [[ ! $st =~ ^[0-9]+\ \(.*\)\ Z ]]; }
 for p in $pm $children; do
   for _ in $(seq 1200); do alive "$p" || break; sleep 0.1; done
   if alive "$p"; then fail "process $p still alive 120 s after SIGKILL"; fi
