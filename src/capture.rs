@@ -76,7 +76,6 @@ thread_local! {
     static PLANS: RefCell<HashMap<(pg_sys::Oid, Op), Entry>> = RefCell::new(HashMap::new());
     /// Plans whose table changed; freed at the next capture (not inside the inval callback).
     static STALE: RefCell<Vec<pg_sys::SPIPlanPtr>> = const { RefCell::new(Vec::new()) };
-    static KEYS_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
     static ROLE_HOOK_ACTIVE: RefCell<bool> = const { RefCell::new(false) };
     static PREV_UTILITY: RefCell<pg_sys::ProcessUtility_hook_type> = const { RefCell::new(None) };
 }
@@ -157,8 +156,7 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
         if let Some(e) = p.borrow().get(&(relid, op)) {
             return (e.plan, e.root, e.keys.clone());
         }
-        let root = if (*(*rel).rd_rel).relispartition { partition_root(relid) } else { relid };
-        let keys = key_columns(root);
+        let (root, keys) = table_identity(relid);
         let plan = prepare(op, keys.len(), !settings.mask.is_empty(), root != relid);
         p.borrow_mut().insert((relid, op), Entry { plan, root, keys: keys.clone() });
         (plan, root, keys)
@@ -289,35 +287,23 @@ unsafe fn register_pairs(td: *mut pg_sys::TriggerData) -> *mut pg_sys::Tuplestor
     store
 }
 
-/// How rows of `relid` are identified: the replica identity index if there is one, else the
-/// primary key; columns in index order. None: object_id is NULL.
-unsafe fn key_columns(relid: pg_sys::Oid) -> Vec<String> {
-    let plan = KEYS_PLAN.with(|p| {
-        *p.borrow_mut().get_or_insert_with(|| {
-            crate::spi::kept_plan(
-                c"SELECT array_agg(a.attname::text ORDER BY k.ord) \
-                  FROM (SELECT i.indkey FROM pg_catalog.pg_index i WHERE i.indrelid = $1 \
-                          AND (i.indisreplident OR i.indisprimary) \
-                        ORDER BY i.indisreplident DESC LIMIT 1) i \
-                  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
-                  JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum",
-                &[pg_sys::OIDOID],
+/// The tracked table the rows of `relid` are recorded under (the root of its partition tree, or
+/// itself) and how its rows are identified (its key columns, in index order; none: object_id is
+/// NULL). The same SQL functions as audit.tracked_tables and audit.row_history, so the three
+/// can never disagree; read once per table and operation, then kept with the plan.
+unsafe fn table_identity(relid: pg_sys::Oid) -> (pg_sys::Oid, Vec<String>) {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT audit._root($1)::oid, coalesce(audit._key_columns(audit._root($1)), '{}')",
+                Some(1),
+                &[relid.into()],
             )
-        })
-    });
-    let mut args = [pg_sys::Datum::from(relid)];
-    let nulls = [b' ' as c_char];
-    let rc = pg_sys::SPI_execute_plan(plan, args.as_mut_ptr(), nulls.as_ptr(), true, 1);
-    if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
-        pgrx::error!("audit_ext: reading the key columns failed ({rc})");
-    }
-    let tt = *pg_sys::SPI_tuptable;
-    let mut isnull = false;
-    let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, 1, &mut isnull);
-    if isnull {
-        return Vec::new();
-    }
-    Vec::<String>::from_polymorphic_datum(d, false, pg_sys::TEXTARRAYOID).unwrap_or_default()
+            .unwrap_or_else(|e| pgrx::error!("audit_ext: reading the key columns failed: {e}"))
+            .first();
+        let root = row.get::<pg_sys::Oid>(1).ok().flatten().unwrap_or(relid);
+        (root, row.get::<Vec<String>>(2).ok().flatten().unwrap_or_default())
+    })
 }
 
 /// `"Schema"."Table"` as `format('%I.%I')` writes it: the form DDL events use too. Looked up
@@ -326,14 +312,6 @@ unsafe fn qualified_name(relid: pg_sys::Oid) -> String {
     let ns = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
     let q = pg_sys::quote_qualified_identifier(ns, pg_sys::get_rel_name(relid));
     CStr::from_ptr(q).to_string_lossy().into_owned()
-}
-
-/// The topmost partitioned table above partition `relid`.
-unsafe fn partition_root(relid: pg_sys::Oid) -> pg_sys::Oid {
-    Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.pg_partition_root($1)::oid", &[relid.into()])
-        .ok()
-        .flatten()
-        .unwrap_or(relid)
 }
 
 #[pgrx::pg_guard]

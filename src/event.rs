@@ -135,11 +135,12 @@ pub unsafe fn bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
 /// PostgreSQL's own jsonb text (`jsonb_out`): keys ordered by length then bytes, ", " and ": "
 /// separators, numerics as stored. Independent of every setting.
 ///
-/// # Safety
-/// `d` must be a jsonb datum.
 /// The text lives in one buffer reused by every call (a fresh buffer per jsonb was most of
 /// verify's allocation churn): it is valid until the next call, so callers copy or consume it
 /// at once.
+///
+/// # Safety
+/// `d` must be a jsonb datum.
 pub unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a CStr {
     thread_local! {
         static OUT: std::cell::Cell<*mut pg_sys::StringInfoData> = const { std::cell::Cell::new(std::ptr::null_mut()) };
