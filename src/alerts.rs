@@ -10,6 +10,7 @@
 //! Rules and streams are loaded once per backend and reloaded after a relcache invalidation
 //! of their tables, which `audit._rules_changed()` sends whenever they change.
 
+use crate::append::text as text_datum;
 use crate::event::{self, COLUMNS};
 use crate::query::{self, Doc, EventView, Field, Query};
 use pgrx::pg_sys;
@@ -354,12 +355,9 @@ fn human_interval(us: i64) -> String {
     parts.join(" ")
 }
 
+/// A string field of a payload, cut to FIELD_CHARS characters (None: null).
 fn cut(s: Option<&str>) -> serde_json::Value {
-    match s {
-        None => serde_json::Value::Null,
-        Some(s) if s.chars().count() <= FIELD_CHARS => s.into(),
-        Some(s) => s.chars().take(FIELD_CHARS).collect::<String>().into(),
-    }
+    s.map_or(serde_json::Value::Null, |s| cut_str(s).into())
 }
 
 fn stream_payload(ev: &TupleEvent) -> String {
@@ -405,8 +403,7 @@ fn iso_utc(us: i64) -> String {
 }
 
 unsafe fn notify(channel: &CStr, payload: &str) {
-    let text = |b: &[u8]| pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(b.as_ptr() as *const c_char, b.len() as i32));
-    crate::append::call(pg_sys::pg_notify, &[text(channel.to_bytes()), text(payload.as_bytes())]);
+    crate::append::call(pg_sys::pg_notify, &[text_datum(channel.to_bytes()), text_datum(payload.as_bytes())]);
 }
 
 /// Runs `sql` with `args` (type, value or NULL) inside the current SPI connection.
@@ -423,10 +420,6 @@ unsafe fn exec(sql: &CStr, args: &[(pg_sys::Oid, Option<pg_sys::Datum>)], read_o
         read_only,
         0,
     )
-}
-
-unsafe fn text_datum(s: &str) -> pg_sys::Datum {
-    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr() as *const c_char, s.len() as i32))
 }
 
 /// The value of column 1..n of the first row of the last SPI result (None: NULL or no row).
@@ -452,7 +445,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
 
     exec(
         c"SELECT fired_at FROM audit.alert_state WHERE alert = $1 AND grp = $2",
-        &[(pg_sys::TEXTOID, Some(text_datum(&rule.name))), (pg_sys::TEXTOID, Some(text_datum(&grp)))],
+        &[(pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))), (pg_sys::TEXTOID, Some(text_datum(grp.as_bytes())))],
         false,
     );
     let last_fired = cell(1);
@@ -478,7 +471,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         params,
         pg_sys::Datum::from(since),
         pg_sys::Datum::from(at),
-        group_value.as_deref().map_or(pg_sys::Datum::from(0), |g| text_datum(g)),
+        group_value.as_deref().map_or(pg_sys::Datum::from(0), |g| text_datum(g.as_bytes())),
     ];
     let nulls = [b' ', b' ', b' ', if group_value.is_some() { b' ' } else { b'n' }].map(|c| c as c_char);
     // read_only = false: a fresh snapshot after a command-counter bump, so the count includes
@@ -499,8 +492,8 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
           ON CONFLICT (alert, grp) DO UPDATE SET fired_at = excluded.fired_at, fired_count = s.fired_count + 1 \
           WHERE s.fired_at IS NOT DISTINCT FROM $4 RETURNING 1",
         &[
-            (pg_sys::TEXTOID, Some(text_datum(&rule.name))),
-            (pg_sys::TEXTOID, Some(text_datum(&grp))),
+            (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
+            (pg_sys::TEXTOID, Some(text_datum(grp.as_bytes()))),
             (pg_sys::TIMESTAMPTZOID, Some(pg_sys::Datum::from(at))),
             (pg_sys::TIMESTAMPTZOID, last_fired),
         ],
@@ -531,13 +524,13 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
             c"INSERT INTO audit.events (action, module, object_type, object_id, object_name, severity, new, message) \
               VALUES ('alert.fired', 'alert', 'alert', $2, $1, $3, $4::jsonb, $5)",
             &[
-                (pg_sys::TEXTOID, Some(text_datum(&rule.name))),
-                (pg_sys::TEXTOID, group_value.as_deref().map(|g| text_datum(&cut_str(g)))),
-                (pg_sys::TEXTOID, Some(text_datum(&rule.severity))),
-                (pg_sys::TEXTOID, Some(text_datum(&payload))),
+                (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
+                (pg_sys::TEXTOID, group_value.as_deref().map(|g| text_datum(cut_str(g).as_bytes()))),
+                (pg_sys::TEXTOID, Some(text_datum(rule.severity.as_bytes()))),
+                (pg_sys::TEXTOID, Some(text_datum(payload.as_bytes()))),
                 (
                     pg_sys::TEXTOID,
-                    Some(text_datum(&format!("{count} matching events within {}", rule.window_text))),
+                    Some(text_datum(format!("{count} matching events within {}", rule.window_text).as_bytes())),
                 ),
             ],
             false,

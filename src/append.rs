@@ -330,7 +330,8 @@ unsafe fn session_defaults() -> (String, Option<Vec<u8>>) {
     })
 }
 
-unsafe fn text(b: &[u8]) -> pg_sys::Datum {
+/// A text datum (palloc'd in the current context) holding `b`.
+pub unsafe fn text(b: &[u8]) -> pg_sys::Datum {
     pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(b.as_ptr() as *const _, b.len() as i32))
 }
 
