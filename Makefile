@@ -21,7 +21,7 @@ CLUSTER := tests/tools/cluster.sh
 # as root, cargo pgrx writes into the system PostgreSQL directly; otherwise through sudo
 SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
 
-.PHONY: help deps build install unit regress integration test demo psql demo-stop bench bench-capture bench-alerts clean
+.PHONY: help deps build install unit regress integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
 
 help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
@@ -33,9 +33,10 @@ help:
 	@echo "make test         deps + unit + regress + integration, then stops the test cluster"
 	@echo "make demo         run docs/demo.sql on cluster 'demo' (port $(DEMO_PORT)), leave it running"
 	@echo "make psql         psql on the demo cluster;  make demo-stop  stops it"
-	@echo "make bench        run bench/run.sh, capture.sh and alerts.sh on cluster 'bench' (port $(BENCH_PORT))"
+	@echo "make bench        run bench/run.sh, capture.sh, alerts.sh and retention.sh on cluster 'bench' (port $(BENCH_PORT))"
 	@echo "make bench-capture  only the row capture benchmark (bench/capture.sh)"
 	@echo "make bench-alerts   only the alerts and search benchmark (bench/alerts.sh)"
+	@echo "make bench-retention  only the retention benchmark (bench/retention.sh)"
 	@echo "make clean        remove all clusters and cargo clean"
 
 deps:
@@ -86,12 +87,18 @@ bench: install
 	eval "$$($(CLUSTER) env bench audit_bench)"; \
 	PATH=$(PGBIN):$$PATH bash bench/run.sh; \
 	PATH=$(PGBIN):$$PATH bash bench/capture.sh; \
-	PATH=$(PGBIN):$$PATH bash bench/alerts.sh
+	PATH=$(PGBIN):$$PATH bash bench/alerts.sh; \
+	PATH=$(PGBIN):$$PATH bash bench/retention.sh
 
 bench-alerts: install
 	@$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \
 	trap '$(CLUSTER) stop bench' EXIT; \
 	PATH=$(PGBIN):$$PATH bash bench/alerts.sh
+
+bench-retention: install
+	@$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \
+	trap '$(CLUSTER) stop bench' EXIT; \
+	PATH=$(PGBIN):$$PATH bash bench/retention.sh
 
 bench-capture: install
 	@$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \

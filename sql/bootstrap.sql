@@ -45,25 +45,37 @@ CREATE TABLE audit.events (
     txid        bigint      NOT NULL,
     prev_hash   bytea,
     hash        bytea       NOT NULL,
-    CONSTRAINT events_pkey PRIMARY KEY (id),
-    CONSTRAINT events_chain_seq_key UNIQUE (chain, seq)
-);
+    -- Not hashed: the retention class (audit.retention) the event is kept under. Every INSERT
+    -- of audit_ext sets it to audit.retention_class(action); a direct INSERT that leaves it
+    -- out files the event under the default class 0, and apply_retention still keeps it for
+    -- its own action's period (it checks the actions in a partition before dropping it).
+    retention_class integer NOT NULL DEFAULT 0
+) PARTITION BY RANGE (retention_class, at);
 ALTER SEQUENCE audit.events_id_seq OWNED BY audit.events.id;
+
+-- One partition per retention class and period (audit_ext.partition_period, UTC), named
+-- events_<class>_<yyyymmdd of its start>, created ahead of need by audit_ext itself
+-- (src/retention.rs, audit._ensure_partitions). An event whose class and time have no
+-- partition yet lands here and is moved into its own partition when that is created.
+-- A partitioned table cannot have unique constraints without its partition key: id and
+-- (chain, seq) are unique by construction (one sequence, one chain tail), and verify reports
+-- a duplicate seq as tampering.
+CREATE TABLE audit.events_default PARTITION OF audit.events DEFAULT;
 
 -- The log is data, not configuration, but this is how an extension's table gets into pg_dump.
 -- Loading it back needs restore mode (audit_ext.restore, README "Backup, dump and restore").
+-- Partitions created later are not members of the extension: pg_dump writes them, and their
+-- rows, like any table.
 SELECT pg_catalog.pg_extension_config_dump('audit.events', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.events_default', '');
 SELECT pg_catalog.pg_extension_config_dump('audit.events_id_seq', '');
 
 COMMENT ON TABLE audit.events IS
     'Append-only, SHA-256 hash-chained audit events (audit_ext). Check with audit.verify().';
 
--- The auditors' everyday questions: by time, by actor, by object, by action (each within a
--- time range). (chain, seq) above serves verify and the chain head.
-CREATE INDEX events_at_idx     ON audit.events (at);
-CREATE INDEX events_actor_idx  ON audit.events (actor, at);
-CREATE INDEX events_object_idx ON audit.events (object_id, at);
-CREATE INDEX events_action_idx ON audit.events (action, at);
+-- The indexes are made per partition (audit._create_indexes in retention.sql), not on the
+-- parent: a parent index would be re-created on each partition as pg_restore attaches it,
+-- and the dump's own CREATE INDEX of that partition would then fail.
 
 -- Tables whose row changes are captured, and how (audit.track). Kept in sync with the
 -- audit_ext_capture_* triggers on each table, which carry the same settings as arguments.
@@ -126,3 +138,54 @@ CREATE TABLE audit.streams (
 SELECT pg_catalog.pg_extension_config_dump('audit.alert_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('audit.alert_state', '');
 SELECT pg_catalog.pg_extension_config_dump('audit.streams', '');
+
+-- Retention policies (audit.set_retention): one retention class per action pattern; class 0 is
+-- the default policy '*'. keep NULL keeps forever. The most specific pattern wins: an exact
+-- action name, then the longest 'prefix.*', then '*'.
+CREATE TABLE audit.retention (
+    class   integer     NOT NULL PRIMARY KEY CHECK (class >= 0),
+    pattern text        NOT NULL UNIQUE,
+    keep    interval    CHECK (keep > interval '0'),
+    set_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    set_by  text        NOT NULL DEFAULT session_user
+);
+-- The default policy (class 0, '*', 365 days) is inserted by retention.sql, except when
+-- restoring a dump, which brings the policies it had.
+
+-- Every partition audit_ext created, by name (a restore keeps names; the hash never sees
+-- them). dropped_at/dropped_by are set by apply_retention; a partition listed here as live
+-- that no longer exists is reported by audit.verify() as a missing range.
+CREATE TABLE audit.partitions (
+    name       text        NOT NULL PRIMARY KEY,
+    class      integer     NOT NULL,
+    from_at    timestamptz NOT NULL,
+    to_at      timestamptz NOT NULL CHECK (to_at > from_at),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    dropped_at timestamptz,
+    dropped_by bigint       -- id of the retention.applied event
+);
+
+-- The dropped stretches of each chain, merged: seqs from_seq..to_seq are gone and to_hash was
+-- the hash of to_seq. The authoritative copy is in the newest retention.applied event (hash-
+-- chained, read by audit.verify()); this table serves the chain-head read of writers.
+CREATE TABLE audit.retention_anchors (
+    chain    integer NOT NULL,
+    from_seq bigint  NOT NULL,
+    to_seq   bigint  NOT NULL CHECK (to_seq >= from_seq),
+    to_hash  bytea   NOT NULL,
+    event_id bigint  NOT NULL,
+    PRIMARY KEY (chain, from_seq)
+);
+CREATE INDEX retention_anchors_to_idx ON audit.retention_anchors (chain, to_seq);
+
+-- Warm tiers (audit.set_tier): partitions entirely older than older_than live in tablespace.
+CREATE TABLE audit.tiers (
+    older_than interval NOT NULL PRIMARY KEY CHECK (older_than >= interval '0'),
+    tablespace name     NOT NULL,
+    set_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+SELECT pg_catalog.pg_extension_config_dump('audit.retention', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.partitions', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.retention_anchors', '');
+SELECT pg_catalog.pg_extension_config_dump('audit.tiers', '');

@@ -14,7 +14,8 @@ DECLARE
     rel oid;
     problem text;
 BEGIN
-    IF in_ext THEN
+    -- the extension's script, and audit_ext's own partition upkeep and retention
+    IF in_ext OR current_setting('audit_ext.maintenance', true) = 'on' THEN
         RETURN;
     END IF;
     rel := CASE classid
@@ -23,11 +24,22 @@ BEGIN
         WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = objid)
         WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = objid)
     END;
-    IF rel = 'audit.events'::regclass AND cmd_tag IN ('ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER',
-            'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY') THEN
+    -- A restore (audit_ext.restore, superuser-only) recreates and attaches the partitions.
+    IF rel = 'audit.events'::regclass AND NOT audit._restoring() AND cmd_tag IN ('ALTER TABLE',
+            'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY') THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = format('audit.events is protected by audit_ext: %s on it is not allowed', cmd_tag),
-            HINT = 'Its columns, triggers and rules guarantee the chain; they change only with the extension (ALTER EXTENSION audit_ext UPDATE).';
+            HINT = CASE WHEN cmd_tag = 'ALTER TABLE'
+                        THEN 'Its columns, triggers and partitions guarantee the chain; partitions come from audit.ensure_partitions() and leave through audit.apply_retention().'
+                        ELSE 'Its columns, triggers and rules guarantee the chain; they change only with the extension (ALTER EXTENSION audit_ext UPDATE).' END;
+    END IF;
+    IF NOT audit._restoring() AND cmd_tag IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER',
+            'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY')
+       AND EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = rel AND i.inhparent = 'audit.events'::regclass) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s is a partition of audit.events, protected by audit_ext: %s on it is not allowed',
+                             rel::regclass, cmd_tag),
+            HINT = 'Partitions are created by audit_ext itself (audit.ensure_partitions()), moved by audit.set_tier() and removed only by audit.apply_retention().';
     END IF;
     IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER') AND NOT audit._restoring()
        AND EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = audit._root(rel)) THEN
@@ -51,6 +63,7 @@ CREATE FUNCTION audit.capture_ddl_command() RETURNS event_trigger
 AS $$
 DECLARE
     c record;
+    act text;
 BEGIN
     FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
         PERFORM audit._guard_command(c.command_tag, c.classid, c.objid, c.in_extension);
@@ -60,17 +73,19 @@ BEGIN
        AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE command_tag IN ('CREATE TABLE', 'ALTER TABLE')) THEN
         PERFORM audit._sync_capture();
     END IF;
-    IF NOT audit.capture_ddl_enabled() THEN
+    IF NOT audit.capture_ddl_enabled() OR current_setting('audit_ext.maintenance', true) = 'on' THEN
         RETURN;
     END IF;
     FOR c IN SELECT * FROM pg_event_trigger_ddl_commands()
              WHERE NOT in_extension AND coalesce(schema_name, '') NOT LIKE 'pg\_temp%'
                -- audit.track() and untrack() record themselves as capture.* events
                AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
-        INSERT INTO audit.events (action, module, object_type, object_id, object_name, new)
+        act := CASE WHEN c.command_tag IN ('GRANT', 'REVOKE') THEN 'permission.' || lower(c.command_tag)
+                    ELSE 'ddl.' || lower(replace(c.command_tag, ' ', '_')) END;
+        INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, new)
         VALUES (
-            CASE WHEN c.command_tag IN ('GRANT', 'REVOKE') THEN 'permission.' || lower(c.command_tag)
-                 ELSE 'ddl.' || lower(replace(c.command_tag, ' ', '_')) END,
+            audit.retention_class(act),
+            act,
             'ddl',
             lower(c.object_type),
             c.object_identity,
@@ -103,29 +118,43 @@ AS $$
 DECLARE
     d record;
     t audit.tracked;
+    act text;
 BEGIN
     -- DROP EXTENSION audit_ext removes the log itself: nothing left to record into.
     IF to_regclass('audit.events') IS NULL THEN
         RETURN;
     END IF;
+    -- Partitions of audit.events leave only through audit.apply_retention().
+    IF current_setting('audit_ext.maintenance', true) = 'on' THEN
+        RETURN;
+    END IF;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
+             WHERE object_type = 'table' AND schema_name = 'audit'
+               AND (object_name = 'events_default'
+                    OR EXISTS (SELECT FROM audit.partitions p WHERE p.name = object_name)) LOOP
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s is a partition of audit.events and cannot be dropped', d.object_identity),
+            HINT = 'Old events leave only through audit.apply_retention(), which records what it drops and keeps every chain verifiable.';
+    END LOOP;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
              WHERE original AND object_type IN ('trigger', 'rule', 'policy') LOOP
         -- address_names of a trigger, rule or policy: {schema, table, name}
-        IF (d.address_names[1] = 'audit' AND d.address_names[2] = 'events')
+        IF (d.address_names[1] = 'audit' AND (d.address_names[2] = 'events'
+                OR EXISTS (SELECT FROM audit.partitions p WHERE p.name = d.address_names[2])))
            OR (d.object_type = 'trigger' AND d.address_names[3] LIKE 'audit\_ext\_capture\_%'
                AND EXISTS (SELECT FROM audit.tracked tr
                            WHERE tr.tbl = audit._root(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))))) THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
                 MESSAGE = format('%s is protected by audit_ext and cannot be dropped', d.object_identity),
-                HINT = CASE WHEN d.address_names[2] = 'events' THEN 'The guards of audit.events change only with the extension.'
+                HINT = CASE WHEN d.address_names[1] = 'audit' THEN 'The guards of audit.events change only with the extension.'
                             ELSE 'Stop capture with audit.untrack(), which is itself recorded.' END;
         END IF;
     END LOOP;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
         DELETE FROM audit.tracked tr WHERE tr.tbl = d.objid RETURNING * INTO t;
         IF t.tbl IS NOT NULL THEN
-            INSERT INTO audit.events (action, module, object_type, object_name, old, message)
-            VALUES ('capture.untrack', 'capture', 'table', d.object_identity,
+            INSERT INTO audit.events (retention_class, action, module, object_type, object_name, old, message)
+            VALUES (audit.retention_class('capture.untrack'), 'capture.untrack', 'capture', 'table', d.object_identity,
                     jsonb_build_object('operations', t.operations, 'exclude_columns', t.exclude_columns,
                                        'mask_columns', t.mask_columns, 'skip_unchanged', t.skip_unchanged),
                     'the tracked table was dropped');
@@ -137,8 +166,9 @@ BEGIN
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
              WHERE original AND NOT is_temporary
                AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
-        INSERT INTO audit.events (action, module, object_type, object_id, object_name, old)
-        VALUES ('ddl.drop_' || replace(d.object_type, ' ', '_'), 'ddl', d.object_type,
+        act := 'ddl.drop_' || replace(d.object_type, ' ', '_');
+        INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, old)
+        VALUES (audit.retention_class(act), act, 'ddl', d.object_type,
                 d.object_identity, d.object_identity,
                 jsonb_strip_nulls(jsonb_build_object(
                     'object_type', d.object_type, 'schema', d.schema_name,

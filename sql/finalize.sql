@@ -44,5 +44,14 @@ GRANT EXECUTE ON FUNCTION audit.create_alert(text, text, integer, interval, text
 GRANT EXECUTE ON FUNCTION audit.track(regclass, text[], text[], text[], boolean), audit.untrack(regclass)
     TO audit_admin;
 
+-- Retention: readers see the policies and partitions; admins set policies and tiers, create
+-- partitions ahead and apply retention (each change is itself an audit event; archiving to
+-- server files additionally needs superuser or pg_write_server_files, checked inside).
+GRANT SELECT ON audit.retention_policies, audit.partitions, audit.retention_anchors, audit.tiers TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.retention_class(text) TO audit_reader, audit_writer;
+GRANT EXECUTE ON FUNCTION audit.set_retention(interval, text), audit.apply_retention(boolean, text),
+                          audit.ensure_partitions(interval), audit.set_tier(interval, name)
+    TO audit_admin;
+
 -- Admins can do both.
 GRANT audit_writer, audit_reader TO audit_admin;

@@ -6,7 +6,11 @@ CREATE TRIGGER zz_chain_event
     BEFORE INSERT ON audit.events
     FOR EACH ROW EXECUTE FUNCTION audit.chain_event();
 
--- Statement level: refuses even statements that would touch no row, for every role.
+-- Statement level: refuses even statements that would touch no row, for every role. Statement
+-- triggers are not inherited, so every partition gets its own (audit._create_partition).
 CREATE TRIGGER append_only
     BEFORE UPDATE OR DELETE OR TRUNCATE ON audit.events
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();
+CREATE TRIGGER append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON audit.events_default
     FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();

@@ -41,6 +41,8 @@ pub enum AppendError {
 #[derive(Clone)]
 struct Layout {
     attno: [usize; COLUMNS.len()],
+    /// `retention_class`: not hashed, but it picks the chain (see `chain`).
+    class_attno: usize,
     natts: usize,
     id_seq: pg_sys::Oid,
 }
@@ -73,6 +75,10 @@ fn refuse_change<'a>(
         Ok(PgTriggerOperation::Truncate) => "TRUNCATE",
         _ => "this change",
     };
+    // audit_ext's own upkeep moving events out of the default partition (sql/retention.sql)
+    if gucs::MAINTENANCE.get() && op == "DELETE" {
+        return Ok(None);
+    }
     raise(AppendError::AppendOnly { op })
 }
 
@@ -131,7 +137,10 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
         return Err(AppendError::BadTimestamp);
     }
 
-    let tail = chain::tail();
+    let class_i = layout.class_attno;
+    let class = if row.nulls[class_i] { 0 } else { row.values[class_i].value() as i32 };
+    crate::retention::after_route(class, (*rel).rd_id);
+    let tail = chain::tail(class);
     let seq = tail.seq + 1;
     row.set(event::CHAIN, pg_sys::Datum::from(tail.chain));
     row.set(event::SEQ, pg_sys::Datum::from(seq));
@@ -149,7 +158,7 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     }
     row.set(event::HASH, bytea(&hash));
     let tuple = pg_sys::heap_form_tuple(desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
-    chain::advance(seq, hash);
+    chain::advance(class, seq, hash);
     Ok(tuple)
 }
 
@@ -289,6 +298,7 @@ unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
             && COLUMNS.iter().zip(l.attno).all(|((name, _), i)| {
                 desc.get(i).is_some_and(|att| !att.is_dropped() && att.name() == *name)
             })
+            && desc.get(l.class_attno).is_some_and(|att| !att.is_dropped() && att.name() == "retention_class")
     };
     if let Some(l) = LAYOUTS.with(|m| m.borrow().get(&relid).cloned()).filter(matches) {
         return Ok(l);
@@ -303,7 +313,11 @@ unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
     if id_seq == pg_sys::InvalidOid {
         return Err(AppendError::WrongTable { table: table() });
     }
-    let l = Layout { attno, natts: desc.len(), id_seq };
+    let class_attno = desc
+        .iter()
+        .position(|a| !a.is_dropped() && a.name() == "retention_class")
+        .ok_or_else(|| AppendError::WrongTable { table: table() })?;
+    let l = Layout { attno, class_attno, natts: desc.len(), id_seq };
     LAYOUTS.with(|m| m.borrow_mut().insert(relid, l.clone()));
     Ok(l)
 }

@@ -64,6 +64,18 @@ enum Op {
     Truncate,
 }
 
+impl Op {
+    /// The action of the events this operation records (also spelled in `prepare`'s SQL).
+    fn action(self) -> &'static str {
+        match self {
+            Op::Insert => "row.insert",
+            Op::Update => "row.update",
+            Op::Delete => "row.delete",
+            Op::Truncate => "table.truncate",
+        }
+    }
+}
+
 /// What a kept plan needs besides itself: the tracked table the rows are recorded under
 /// (the table itself, or the root of the partitioned table it belongs to) and its key columns.
 struct Entry {
@@ -168,8 +180,9 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
         keys.into_datum().unwrap(),
         settings.skip_unchanged.into_datum().unwrap(),
         qualified_name(relid).into_datum().unwrap(),
+        pg_sys::Datum::from(crate::retention::class_of(op.action())),
     ];
-    let nulls = [b' ' as c_char; 6];
+    let nulls = [b' ' as c_char; 7];
     let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
     if rc != pg_sys::SPI_OK_INSERT as i32 {
         pgrx::error!("audit_ext: recording the captured rows failed ({rc})");
@@ -183,7 +196,8 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
 
 /// The plan for one operation. Parameters: $1 object_name, $2 exclude_columns,
 /// $3 mask_columns, $4 key columns, $5 skip_unchanged, $6 the partition written (only used
-/// for TRUNCATE of a partition, which names it in `new`). The text depends only on the
+/// for TRUNCATE of a partition, which names it in `new`), $7 the retention class of the
+/// operation's action (it picks the partition of audit.events, crate::retention). The text depends only on the
 /// operation, the number of key columns, whether anything is masked and whether the table is
 /// a partition: no name or value is spliced in.
 unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys::SPIPlanPtr {
@@ -197,23 +211,23 @@ unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys
         ),
     };
     let image = |x: &str| if masked { format!("audit._mask({x}, $3)") } else { x.to_string() };
-    let cols = "INSERT INTO audit.events (action, module, object_type, object_name, object_id, old, new)";
+    let cols = "INSERT INTO audit.events (retention_class, action, module, object_type, object_name, object_id, old, new)";
     let sql = match op {
         Op::Insert => format!(
-            "{cols} SELECT 'row.insert', 'capture', 'table', $1, {}, NULL, {} \
+            "{cols} SELECT $7, 'row.insert', 'capture', 'table', $1, {}, NULL, {} \
              FROM (SELECT to_jsonb(t) AS j FROM audit_new t OFFSET 0) n",
             key("n.j"),
             image("(n.j - $2)")
         ),
         Op::Delete => format!(
-            "{cols} SELECT 'row.delete', 'capture', 'table', $1, {}, {}, NULL \
+            "{cols} SELECT $7, 'row.delete', 'capture', 'table', $1, {}, {}, NULL \
              FROM (SELECT to_jsonb(t) AS j FROM audit_old t OFFSET 0) o",
             key("o.j"),
             image("(o.j - $2)")
         ),
         // audit_pairs (register_pairs) holds each old row next to its new row.
         Op::Update => format!(
-            "{cols} SELECT 'row.update', 'capture', 'table', $1, {}, {}, {} \
+            "{cols} SELECT $7, 'row.update', 'capture', 'table', $1, {}, {}, {} \
              FROM (SELECT oj - $2 AS ox, nj - $2 AS nx, nj \
                    FROM (SELECT to_jsonb(p.o) AS oj, to_jsonb(p.n) AS nj FROM audit_pairs p OFFSET 0) s OFFSET 0) u \
              WHERE NOT $5 OR u.ox IS DISTINCT FROM u.nx",
@@ -222,12 +236,20 @@ unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys
             image("u.nx")
         ),
         Op::Truncate => format!(
-            "{cols} VALUES ('table.truncate', 'capture', 'table', $1, NULL, NULL, {})",
+            "{cols} VALUES ($7, 'table.truncate', 'capture', 'table', $1, NULL, NULL, {})",
             if partition { "jsonb_build_object('partition', $6)" } else { "NULL" }
         ),
     };
     let sql = CString::new(sql).unwrap();
-    let types = [pg_sys::TEXTOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::BOOLOID, pg_sys::TEXTOID];
+    let types = [
+        pg_sys::TEXTOID,
+        pg_sys::TEXTARRAYOID,
+        pg_sys::TEXTARRAYOID,
+        pg_sys::TEXTARRAYOID,
+        pg_sys::BOOLOID,
+        pg_sys::TEXTOID,
+        pg_sys::INT4OID,
+    ];
     crate::spi::kept_plan(&sql, &types)
 }
 
@@ -460,8 +482,8 @@ unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
     );
     for (action, role, new) in events {
         Spi::run_with_args(
-            "INSERT INTO audit.events (action, module, object_type, object_id, object_name, new) \
-             VALUES ($1, 'role', 'role', $2, $2, $3::jsonb)",
+            "INSERT INTO audit.events (action, module, object_type, object_id, object_name, new, retention_class) \
+             VALUES ($1, 'role', 'role', $2, $2, $3::jsonb, audit.retention_class($1))",
             &[action.into(), role.into(), new.to_string().into()],
         )
         .unwrap_or_else(|e| pgrx::error!("audit_ext: recording a role change failed: {e}"));

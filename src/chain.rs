@@ -9,11 +9,23 @@
 //! backend memory for the rest of the transaction: one head read per transaction, none per
 //! event. Savepoints push the state and a rollback to one pops it, so rolled-back events
 //! leave no gap; commit and abort clear it.
+//!
+//! Each retention class has its own chains (chain = class × 1000 + n, n < `audit_ext.chains`),
+//! so that dropping a class's old partitions removes whole stretches of its own chains and
+//! never punches holes into another class's: a transaction writing events of two classes
+//! holds one chain of each.
 
 use crate::gucs;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::c_void;
+
+/// Chains of retention class k are k × CLASS_STRIDE + n.
+pub const CLASS_STRIDE: i32 = 1000;
+/// n of the chain that audit_ext's retention functions record on (sql/retention.sql): never
+/// one a writer holds, so that they cannot deadlock with writers (measured: apply_retention
+/// holding a writer's chain while waiting for the table lock that writer held).
+pub const MAINTENANCE_CHAIN: i32 = 999;
 
 /// First key of the two-key advisory lock (`pg_advisory_xact_lock(1096107092, chain)`),
 /// 'AUDT' in ASCII. Visible in pg_locks as classid 1096107092, objid = chain.
@@ -28,8 +40,9 @@ pub struct Tail {
 
 #[derive(Default)]
 struct XactState {
-    tail: Option<Tail>,
-    saved: Vec<(pg_sys::SubTransactionId, Option<Tail>)>,
+    /// One tail per retention class written in this transaction (rarely more than one).
+    tails: Vec<(i32, Tail)>,
+    saved: Vec<(pg_sys::SubTransactionId, Vec<(i32, Tail)>)>,
 }
 
 thread_local! {
@@ -37,39 +50,51 @@ thread_local! {
     static HEAD_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
 }
 
-/// The tail this transaction appends after, taking a chain (lock + head read) on first use.
-pub fn tail() -> Tail {
-    if let Some(t) = STATE.with(|s| s.borrow().tail) {
+/// The tail this transaction appends after in retention class `class`, taking a chain of
+/// that class (lock + head read) on first use.
+pub fn tail(class: i32) -> Tail {
+    if let Some(t) = STATE.with(|s| s.borrow().tails.iter().find(|(c, _)| *c == class).map(|(_, t)| *t)) {
         return t;
     }
-    let t = unsafe { take_chain() };
-    STATE.with(|s| s.borrow_mut().tail = Some(t));
+    let t = unsafe { take_chain(class) };
+    STATE.with(|s| s.borrow_mut().tails.push((class, t)));
     t
 }
 
-/// Records that an event with `seq` and `hash` was appended after the current tail.
-pub fn advance(seq: i64, hash: [u8; 32]) {
+/// Records that an event with `seq` and `hash` was appended after the class's current tail.
+pub fn advance(class: i32, seq: i64, hash: [u8; 32]) {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        let chain = s.tail.expect("advance() without tail()").chain;
-        s.tail = Some(Tail { chain, seq, hash: Some(hash) });
+        let slot = s.tails.iter_mut().find(|(c, _)| *c == class).expect("advance() without tail()");
+        slot.1 = Tail { chain: slot.1.chain, seq, hash: Some(hash) };
     });
 }
 
 /// Tries every chain starting from one picked by backend pid, so concurrent writers spread
 /// out; only when all are busy does it wait, on its own pick. A transaction holds one chain
-/// lock, so chain locks alone can never deadlock.
-unsafe fn take_chain() -> Tail {
-    let n = gucs::CHAINS.get().max(1);
+/// lock per class it writes, so chain locks can deadlock only when a transaction waits for a
+/// class all of whose chains are held by transactions waiting in turn (PostgreSQL's deadlock
+/// detector then cancels one, SQLSTATE 40P01).
+unsafe fn take_chain(class: i32) -> Tail {
+    let base = class.saturating_mul(CLASS_STRIDE);
+    if gucs::MAINTENANCE.get() {
+        // audit_ext's own retention and partition functions hold strong table locks that
+        // writers wait for while holding their chain: they record on a chain of their own.
+        let chain = base + MAINTENANCE_CHAIN;
+        lock(chain, true);
+        let (seq, hash) = read_head(chain, class);
+        return Tail { chain, seq, hash };
+    }
+    let n = gucs::CHAINS.get().clamp(1, MAINTENANCE_CHAIN);
     let first = (pg_sys::MyProcPid as u32 % n as u32) as i32;
     let chain = (0..n)
-        .map(|i| (first + i) % n)
+        .map(|i| base + (first + i) % n)
         .find(|&c| lock(c, false))
         .unwrap_or_else(|| {
-            lock(first, true);
-            first
+            lock(base + first, true);
+            base + first
         });
-    let (seq, hash) = read_head(chain);
+    let (seq, hash) = read_head(chain, class);
     Tail { chain, seq, hash }
 }
 
@@ -85,21 +110,29 @@ unsafe fn lock(chain: i32, wait: bool) -> bool {
     r != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
 }
 
-/// Last (seq, hash) of `chain` as of now, not as of the transaction snapshot.
-unsafe fn read_head(chain: i32) -> (i64, Option<[u8; 32]>) {
+/// Last (seq, hash) of `chain` as of now, not as of the transaction snapshot: the last event
+/// left, or the retention anchor when retention dropped the chain's newest events (its next
+/// event then links to the dropped one, as if nothing had been dropped).
+unsafe fn read_head(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
     if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
         pgrx::error!("audit_ext: SPI_connect failed");
     }
     let plan = HEAD_PLAN.with(|p| {
         *p.borrow_mut().get_or_insert_with(|| {
             crate::spi::kept_plan(
-                c"SELECT seq, hash FROM audit.events WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
-                &[pg_sys::INT4OID],
+                c"SELECT seq, hash FROM ( \
+                    (SELECT e.seq, e.hash FROM audit.events e \
+                     WHERE e.retention_class = $2 AND e.chain = $1 ORDER BY e.seq DESC LIMIT 1) \
+                    UNION ALL \
+                    (SELECT a.to_seq, a.to_hash FROM audit.retention_anchors a \
+                     WHERE a.chain = $1 ORDER BY a.to_seq DESC LIMIT 1)) h \
+                  ORDER BY seq DESC LIMIT 1",
+                &[pg_sys::INT4OID, pg_sys::INT4OID],
             )
         })
     });
-    let mut args = [pg_sys::Datum::from(chain)];
-    let nulls = [b' ' as std::ffi::c_char];
+    let mut args = [pg_sys::Datum::from(chain), pg_sys::Datum::from(class)];
+    let nulls = [b' ' as std::ffi::c_char; 2];
     let rc = pg_sys::SPI_execute_snapshot(
         plan,
         args.as_mut_ptr(),
@@ -156,7 +189,7 @@ unsafe extern "C-unwind" fn subxact_callback(
         let mut s = s.borrow_mut();
         match event {
             SUBXACT_EVENT_START_SUB => {
-                let t = s.tail;
+                let t = s.tails.clone();
                 s.saved.push((my_subid, t));
             }
             SUBXACT_EVENT_COMMIT_SUB => {
@@ -166,9 +199,9 @@ unsafe extern "C-unwind" fn subxact_callback(
             }
             SUBXACT_EVENT_ABORT_SUB => {
                 if let Some(pos) = s.saved.iter().rposition(|(id, _)| *id == my_subid) {
-                    let (_, t) = s.saved[pos];
+                    let t = std::mem::take(&mut s.saved[pos].1);
                     s.saved.truncate(pos);
-                    s.tail = t;
+                    s.tails = t;
                 }
             }
             _ => {}

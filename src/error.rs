@@ -34,6 +34,7 @@ use crate::append::AppendError;
 use crate::query::QueryError;
 use crate::capture::CaptureError;
 use crate::record::RecordError;
+use crate::retention::RetentionError;
 use crate::verify::VerifyError;
 
 impl SqlError for AppendError {
@@ -80,7 +81,20 @@ impl SqlError for RecordError {
         Some(match self {
             RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, or pass local => false to keep the context for the whole session.".into(),
             RecordError::BadContext(_) => "Pass a JSON object as metadata.".into(),
-            RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role and alert mark events audit_ext recorded itself.".into(),
+            RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role, alert and retention mark events audit_ext recorded itself.".into(),
+        })
+    }
+}
+
+impl SqlError for RetentionError {
+    fn code(&self) -> PgSqlErrorCode {
+        match self {
+            RetentionError::BadPattern(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            RetentionError::BadPattern(_) => "Use '*', an action name such as 'page.view', or a dotted prefix ending in '.*' such as 'authentication.*'.".into(),
         })
     }
 }

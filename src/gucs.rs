@@ -1,6 +1,6 @@
 //! Every `audit_ext.*` setting, in one place.
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use std::ffi::CString;
 
 /// Number of hash chains that writers spread over. A transaction takes the first free chain
@@ -22,6 +22,48 @@ pub static CAPTURE_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// meanwhile (the restore's own DDL and data loads are not new events). Superuser-only: it lets
 /// the caller write chain columns.
 pub static RESTORE: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Length of the time range of each partition of `audit.events` (`day`, `week` or `month`,
+/// in UTC). Read when a partition is created, so a change applies to partitions created from
+/// then on; existing ones keep their ranges (a new range is clipped to fit between them).
+/// Superuser-only: it shapes the log. Set it in postgresql.conf or with ALTER DATABASE, since
+/// partitions are also created by a background worker that does not see a session's SET.
+pub static PARTITION_PERIOD: GucSetting<PartitionPeriod> = GucSetting::<PartitionPeriod>::new(PartitionPeriod::Month);
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PartitionPeriod {
+    #[name = c"day"]
+    Day,
+    #[name = c"week"]
+    Week,
+    #[name = c"month"]
+    Month,
+}
+
+impl PartitionPeriod {
+    /// An upper bound of one period's length, in microseconds: how far ahead partitions must
+    /// reach before the writer asks for more.
+    pub fn lead_us(self) -> i64 {
+        const DAY: i64 = 86_400_000_000;
+        match self {
+            PartitionPeriod::Day => DAY,
+            PartitionPeriod::Week => 7 * DAY,
+            PartitionPeriod::Month => 31 * DAY,
+        }
+    }
+}
+
+/// Whether a writer may start the background worker that creates partitions ahead of need
+/// (src/retention.rs). Off: partitions come only from `audit.ensure_partitions()` (say from
+/// cron) and `apply_retention`; events without a partition wait in the default partition.
+/// Superuser-only: the worker runs as the bootstrap superuser.
+pub static PARTITION_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Set (transaction-local) by audit_ext's own partition upkeep and retention: lets them move
+/// rows out of the default partition, attach, drop and move partitions, which the guards
+/// refuse to everybody else. Superuser-only and hidden: the functions that set it run as the
+/// extension's owner.
+pub static MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Whether DDL, role and row capture are on now: on, and not restoring a dump.
 pub fn capturing_ddl() -> bool {
@@ -45,7 +87,7 @@ pub fn init() {
         c"A transaction appends to one chain only. More chains let more writers append at once; verify reports each chain.",
         &CHAINS,
         1,
-        1024,
+        999,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -74,6 +116,30 @@ pub fn init() {
         &RESTORE,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"audit_ext.partition_period",
+        c"Time range of each partition of audit.events: day, week or month (UTC).",
+        c"Applies to partitions created from then on. Set it in postgresql.conf or with ALTER DATABASE: partitions are also created by a background worker.",
+        &PARTITION_PERIOD,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"audit_ext.partition_worker",
+        c"Start a background worker that creates partitions of audit.events ahead of need.",
+        c"Off: partitions come only from audit.ensure_partitions() and audit.apply_retention().",
+        &PARTITION_WORKER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"audit_ext.maintenance",
+        c"Internal: set by audit_ext's own partition upkeep and retention.",
+        c"Lets audit_ext's functions move, attach, drop and move partitions of audit.events. Never set it by hand.",
+        &MAINTENANCE,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
     );
     let ctx = |name, short, setting| {
         GucRegistry::define_string_guc(

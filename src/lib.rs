@@ -1,6 +1,6 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
 //! This file is glue: the SQL surface lives in `record`, `verify`, `diff`, `capture`, `search`
-//! and `alerts` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`, `hash`,
+//! `alerts` and `retention` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`, `hash`,
 //! `spi` (kept plans) and `query` (the search language), settings in `gucs`, errors in `error`.
 
 use pgrx::prelude::*;
@@ -28,6 +28,7 @@ mod gucs;
 mod hash;
 mod query;
 mod record;
+mod retention;
 mod search;
 mod spi;
 mod verify;
@@ -60,6 +61,17 @@ extension_sql_file!(
     name = "alerts",
     requires = ["api", search::translate, alerts::check_alert, alerts::rules_changed]
 );
+extension_sql_file!(
+    "../sql/retention.sql",
+    name = "retention",
+    requires = [
+        "capture",
+        retention::retention_class,
+        retention::check_pattern,
+        retention::retention_changed,
+        retention::partition_period
+    ]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
@@ -68,6 +80,7 @@ pub extern "C-unwind" fn _PG_init() {
     chain::init();
     capture::init();
     alerts::init();
+    retention::init();
 }
 
 /// Required by `cargo pgrx test`.

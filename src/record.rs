@@ -25,7 +25,7 @@ pub enum RecordError {
 /// Modules of the events the extension writes itself (row capture, DDL and role capture,
 /// alerts). `audit.record` refuses them, so that an auditor can trust that an event with
 /// module `capture` really is a captured change and not an application's claim.
-pub const RESERVED_MODULES: [&str; 4] = ["capture", "ddl", "role", "alert"];
+pub const RESERVED_MODULES: [&str; 5] = ["capture", "ddl", "role", "alert", "retention"];
 
 /// Argument types of `audit.record`, in order.
 const RECORD_ARGS: [pg_sys::Oid; 11] = [
@@ -61,8 +61,16 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
             raise(RecordError::ReservedModule(module.into_owned()));
         }
     }
+    // The retention class picks the partition, so it is part of the INSERT (crate::retention).
+    let class = if args[0].isnull {
+        0
+    } else {
+        crate::retention::class_of(&String::from_utf8_lossy(crate::event::bytes(args[0].value)))
+    };
     let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.value).collect();
-    let nulls: Vec<std::ffi::c_char> = args.iter().map(|a| if a.isnull { b'n' } else { b' ' } as _).collect();
+    values.push(pg_sys::Datum::from(class));
+    let mut nulls: Vec<std::ffi::c_char> = args.iter().map(|a| if a.isnull { b'n' } else { b' ' } as _).collect();
+    nulls.push(b' ' as _);
     if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
         pgrx::error!("audit_ext: SPI_connect failed");
     }
@@ -70,9 +78,9 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
         *p.borrow_mut().get_or_insert_with(|| {
             crate::spi::kept_plan(
                 c"INSERT INTO audit.events (action, object_type, object_id, object_name, old, new, \
-                  status, severity, module, message, metadata) \
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                &RECORD_ARGS,
+                  status, severity, module, message, metadata, retention_class) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                &[&RECORD_ARGS[..], &[pg_sys::INT4OID]].concat(),
             )
         })
     });

@@ -15,7 +15,7 @@ mod tests {
         '{"state": "running"}', '{"tags": ["a", "b"], "state": "stopped"}',
         E'Stopped by policy\n"quoted"',
         '{"request_id": "req_xyz789", "amount": 1.10, "big": 12345678901234567890.5}', 1000,
-        '\x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f', NULL)::audit.events"#;
+        '\x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f', NULL, 0)::audit.events"#;
 
     fn hex(sql: &str) -> String {
         Spi::get_one::<String>(sql).unwrap().unwrap()
@@ -75,7 +75,7 @@ mod tests {
         assert_eq!(hex(&q), VECTOR_1);
         let v2 = "select encode(audit.hash_event(row(1, '2000-01-01 00:00:00+00', 0, 1, 'postgres', \
                   '2001:db8::1/64', NULL, NULL, 'authentication.login', 'failure', 'warning', NULL, NULL, \
-                  NULL, NULL, NULL, NULL, NULL, '{}', 1, NULL, NULL)::audit.events), 'hex')";
+                  NULL, NULL, NULL, NULL, NULL, '{}', 1, NULL, NULL, 0)::audit.events), 'hex')";
         assert_eq!(hex(v2), VECTOR_2);
     }
 
@@ -244,6 +244,39 @@ mod tests {
     #[pg_test(error = "invalid heads: a head's \"hash\" is not 32 bytes of hex such as \"\\\\x3f2a...\"")]
     fn malformed_heads_are_refused() {
         Spi::run(r#"select * from audit.verify(heads => '[{"chain": 0, "seq": 1, "hash": "zz"}]')"#).unwrap();
+    }
+
+    #[pg_test]
+    fn each_retention_class_has_its_own_chains_and_partitions() {
+        Spi::run("select audit.set_retention('30 days', 'page.*')").unwrap();
+        Spi::run("select audit.set_retention(null, 'page.legal')").unwrap();
+        let classes = Spi::get_one::<String>(
+            "select string_agg(audit.retention_class(a)::text, ',' order by a) \
+             from unnest(array['page.view', 'page.legal', 'pages.x', 'x']) a",
+        );
+        assert_eq!(classes, Ok(Some("2,1,0,0".into())), "the most specific pattern wins");
+        // one transaction writing two classes: a chain of each class, each in its partitions
+        Spi::run("select audit.record('page.view'), audit.record('x.y'), audit.record('page.view')").unwrap();
+        let placed = Spi::get_one::<String>(
+            "select string_agg(format('%s:%s:%s:%s', action, retention_class, chain / 1000, seq), ',' order by id) \
+             from audit.events where action in ('page.view', 'x.y')",
+        );
+        let placed = placed.unwrap().unwrap();
+        let parts: Vec<&str> = placed.split(',').collect();
+        assert_eq!(parts.len(), 3);
+        assert!(parts[0].starts_with("page.view:1:1:") && parts[2].starts_with("page.view:1:1:"), "{placed}");
+        assert!(parts[1].starts_with("x.y:0:0:"), "{placed}");
+        let own = Spi::get_one::<bool>(
+            "select bool_and(tableoid::regclass::text like 'audit.events\\_' || retention_class || '\\_%') \
+             from audit.events where action in ('page.view', 'x.y')",
+        );
+        assert_eq!(own, Ok(Some(true)), "each event is in a partition of its class");
+        assert_eq!(Spi::get_one::<bool>("select bool_and(ok) from audit.verify()"), Ok(Some(true)));
+    }
+
+    #[pg_test(error = "invalid action pattern \"*.login\"")]
+    fn bad_retention_pattern_is_refused() {
+        Spi::run("select audit.set_retention('1 day', '*.login')").unwrap();
     }
 
     #[pg_test]

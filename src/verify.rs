@@ -28,6 +28,55 @@ struct Noted {
     hash: Vec<u8>,
 }
 
+/// A stretch of a chain that `audit.apply_retention` dropped: seqs `from..=to`, and the hash
+/// of `to`, which the next event left links to. Read from the newest `retention.applied`
+/// event: the anchors are themselves in the hash-chained log, not in a table one could edit.
+#[derive(Clone, Debug)]
+struct Anchor {
+    from: i64,
+    to: i64,
+    hash: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Anchors {
+    /// id of the retention.applied event they come from
+    event: Option<i64>,
+    by_chain: BTreeMap<i32, Vec<Anchor>>,
+}
+
+impl Anchors {
+    fn of(&self, chain: i32) -> &[Anchor] {
+        self.by_chain.get(&chain).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+fn load_anchors() -> Anchors {
+    let row = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT id, new -> 'anchors' FROM audit.events \
+                 WHERE action = 'retention.applied' AND module = 'retention' ORDER BY id DESC LIMIT 1",
+                Some(1),
+                &[],
+            )
+            .ok()?
+            .first()
+            .get_two::<i64, JsonB>()
+            .ok()
+    });
+    let Some((Some(id), list)) = row else { return Anchors::default() };
+    let mut by_chain: BTreeMap<i32, Vec<Anchor>> = BTreeMap::new();
+    for a in list.and_then(|j| j.0.as_array().cloned()).unwrap_or_default() {
+        let num = |k: &str| a.get(k).and_then(|v| v.as_i64());
+        let hash = a.get("to_hash").and_then(|v| v.as_str()).and_then(from_hex);
+        if let (Some(chain), Some(from), Some(to), Some(hash)) = (num("chain"), num("from_seq"), num("to_seq"), hash) {
+            by_chain.entry(chain as i32).or_default().push(Anchor { from, to, hash });
+        }
+    }
+    Anchors { event: Some(id), by_chain }
+}
+
 /// What verify says of one chain.
 #[derive(Debug, Default)]
 struct Report {
@@ -82,9 +131,10 @@ fn verify(
     TableIterator::new(out)
 }
 
-/// What is wrong with the guards of the log, if anything: a trigger of audit.events or an
-/// event trigger missing or disabled, a rule or row level security on audit.events, a
-/// tracked table whose capture is not intact. A superuser can switch a guard off (after
+/// What is wrong with the guards of the log, if anything: a trigger of audit.events (or of one
+/// of its partitions) or an event trigger missing or disabled, a rule or row level security on
+/// audit.events, a tracked table whose capture is not intact, a partition that left other
+/// than through apply_retention. A superuser can switch a guard off (after
 /// disabling the event triggers that refuse it); verify then reports a row with chain NULL,
 /// so that `bool_and(ok)` fails even before any event was touched.
 fn guard_problems() -> Option<String> {
@@ -109,7 +159,23 @@ fn guard_problems() -> Option<String> {
            WHERE c.oid = 'audit.events'::regclass AND c.relrowsecurity \
            UNION ALL \
            SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl)) \
-           FROM audit.tracked_tables t WHERE NOT t.intact) s",
+           FROM audit.tracked_tables t WHERE NOT t.intact \
+           UNION ALL \
+           SELECT format('trigger %s on partition %s is %s', t.name, i.inhrelid::regclass, \
+                         CASE WHEN tg.oid IS NULL THEN 'missing' ELSE 'disabled' END) \
+           FROM pg_catalog.pg_inherits i \
+           CROSS JOIN unnest(ARRAY['zz_chain_event', 'append_only']) t(name) \
+           LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = i.inhrelid AND tg.tgname = t.name \
+           WHERE i.inhparent = 'audit.events'::regclass AND (tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A')) \
+           UNION ALL \
+           SELECT format('partition audit.%s (class %s, %s to %s UTC) is missing: dropped or detached outside \
+                          audit.apply_retention(), its events are gone', p.name, p.class, \
+                         to_char(p.from_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), \
+                         to_char(p.to_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) \
+           FROM audit.partitions p \
+           WHERE p.dropped_at IS NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i \
+               JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+               WHERE i.inhparent = 'audit.events'::regclass AND c.relname = p.name)) s",
     )
 }
 
@@ -142,13 +208,14 @@ fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError
 }
 
 unsafe fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<(i32, Report)> {
+    let anchors = load_anchors();
     Spi::connect(|client| {
         let mut chains: Vec<i32> = client
             .select("SELECT chain FROM audit.head()", None, &[])
             .unwrap_or_else(|e| pgrx::error!("audit_ext: listing chains failed: {e}"))
             .filter_map(|r| r.get::<i32>(1).ok().flatten())
             .collect();
-        for c in noted.keys() {
+        for c in noted.keys().chain(anchors.by_chain.keys()) {
             if !chains.contains(c) {
                 chains.push(*c);
             }
@@ -157,7 +224,7 @@ unsafe fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) 
         chains
             .into_iter()
             .map(|c| {
-                let mut r = check_chain(c, from, to, noted.get(&c));
+                let mut r = check_chain(c, from, to, noted.get(&c), &anchors);
                 if !noted.is_empty() && !noted.contains_key(&c) && r.bad.is_none() {
                     r.note = Some("not in the noted heads: the chain began after they were noted".into());
                 }
@@ -167,8 +234,17 @@ unsafe fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) 
     })
 }
 
-unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Option<&Noted>) -> Report {
+unsafe fn check_chain(
+    chain: i32,
+    from: Option<i64>,
+    to: Option<i64>,
+    noted: Option<&Noted>,
+    all_anchors: &Anchors,
+) -> Report {
     let mut report = Report::default();
+    let anchors = all_anchors.of(chain);
+    // the last anchor this chain was checked across
+    let mut crossed: Option<&Anchor> = None;
     // Without a range, no id filter: the (chain, seq) index is then the only sensible plan.
     let range = if from.is_some() || to.is_some() { "AND e.id >= $2 AND e.id <= $3" } else { "AND $2 <= $3" };
     let query = CString::new(format!(
@@ -212,16 +288,24 @@ unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Opt
                 let seq = values[SEQ].value() as i64;
                 let stored = Link::of(get(HASH).map(|d| event::bytes(d)));
                 let prev = Link::of(get(PREV_HASH).map(|d| event::bytes(d)));
-                let (want_seq, want_prev) = match expect.take() {
+                let (mut want_seq, mut want_prev) = match expect.take() {
                     Some(e) => e,
                     None if from.is_none() => (1, Link::Genesis),
-                    None => (seq, Link::of(previous_hash(chain, seq).as_deref())),
+                    None => (seq, Link::of(previous_hash(chain, seq, anchors).as_deref())),
                 };
+                // A gap retention explains: exactly a dropped stretch, which this event links to.
+                if seq > want_seq {
+                    if let Some(a) = anchors.iter().find(|a| a.from == want_seq && a.to == seq - 1) {
+                        (want_seq, want_prev) = (seq, Link::of(Some(&a.hash)));
+                        crossed = Some(a);
+                    }
+                }
                 last_seq = seq;
                 report.checked += 1;
                 let reason = if seq > want_seq {
                     Some(format!(
-                        "seq gap: expected seq {want_seq}, found seq {seq}: {} event(s) missing",
+                        "seq gap: expected seq {want_seq}, found seq {seq}: {} event(s) missing, \
+                         and no retention anchor explains them",
                         seq - want_seq
                     ))
                 } else if seq < want_seq {
@@ -257,8 +341,24 @@ unsafe fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Opt
     pg_sys::SPI_cursor_close(portal);
     pg_sys::SPI_freeplan(plan);
 
+    if report.bad.is_none() {
+        let event = all_anchors.event.unwrap_or_default();
+        if report.checked == 0 && from.is_none() {
+            if let Some(a) = anchors.iter().max_by_key(|a| a.to) {
+                report.note = Some(format!(
+                    "all events up to seq {} were dropped by retention (anchor in retention.applied event {event})",
+                    a.to
+                ));
+            }
+        } else if let Some(a) = crossed {
+            report.note = Some(format!(
+                "verified across retention anchor: seqs {}..{} dropped (retention.applied event {event})",
+                a.from, a.to
+            ));
+        }
+    }
     if let (None, Some(n)) = (&report.bad, noted) {
-        check_noted_head(chain, n, &mut report, last_seq);
+        check_noted_head(chain, n, &mut report, last_seq, anchors);
     }
     report
 }
@@ -300,16 +400,36 @@ fn event_at(chain: i32, seq: i64) -> Option<(i64, Vec<u8>)> {
     .and_then(|(id, hash)| Some((id?, hash?)))
 }
 
-/// Hash of event `seq - 1` on `chain`, for a range that starts mid-chain (None at seq 1).
-fn previous_hash(chain: i32, seq: i64) -> Option<Vec<u8>> {
+/// Hash of event `seq - 1` on `chain`, for a range that starts mid-chain (None at seq 1),
+/// from the event or, when retention dropped it, from its anchor.
+fn previous_hash(chain: i32, seq: i64, anchors: &[Anchor]) -> Option<Vec<u8>> {
     if seq <= 1 {
         return None;
     }
-    event_at(chain, seq - 1).map(|(_, hash)| hash)
+    event_at(chain, seq - 1)
+        .map(|(_, hash)| hash)
+        .or_else(|| anchors.iter().find(|a| a.to == seq - 1).map(|a| a.hash.clone()))
 }
 
-fn check_noted_head(chain: i32, noted: &Noted, report: &mut Report, last_seq: i64) {
+fn check_noted_head(chain: i32, noted: &Noted, report: &mut Report, last_seq: i64, anchors: &[Anchor]) {
     let now = event_at(chain, noted.seq);
+    if now.is_none() {
+        if let Some(a) = anchors.iter().find(|a| a.from <= noted.seq && noted.seq <= a.to) {
+            // Dropped by retention: still comparable when it was the last of a dropped stretch.
+            report.note = Some(if a.to != noted.seq {
+                format!("noted head seq {} was dropped by retention", noted.seq)
+            } else if a.hash == noted.hash {
+                format!("noted head seq {} was dropped by retention; its anchor matches", noted.seq)
+            } else {
+                report.bad = Some((None, noted.seq, format!(
+                    "noted head seq {} differs from its retention anchor (noted {}, anchor {}): the chain was rewritten",
+                    noted.seq, to_hex(&noted.hash), to_hex(&a.hash)
+                )));
+                return;
+            });
+            return;
+        }
+    }
     let reason = match &now {
         None => Some(format!(
             "noted head seq {} is missing: the chain was truncated (it now ends at seq {last_seq})",

@@ -11,6 +11,19 @@ cat >"$T_RESULTS.pgb" <<'SQL'
 SELECT audit.record('dump.e', 'obj', :client_id::text, metadata => '{"k": "v"}');
 SQL
 pgbench -n -c 4 -j 2 -t 100 -f "$T_RESULTS.pgb" >/dev/null 2>&1
+# Retention before the dump: a second class, old events dropped (anchors), a newer one kept.
+sql "SELECT count(*) FROM audit.set_retention('30 days', 'page.*');
+     SET audit_ext.partition_worker = off;
+     INSERT INTO audit.events (action, at, retention_class)
+     SELECT 'page.view', now() - interval '90 days', audit.retention_class('page.view') FROM generate_series(1, 20);
+     SELECT count(*) FROM audit.ensure_partitions(interval '0');
+     SELECT count(*) FROM audit.apply_retention();
+     SELECT audit.record('page.view');" >/dev/null
+retention_state="SELECT (SELECT string_agg(name || ':' || class || ':' || (dropped_at IS NOT NULL), ',' ORDER BY name) FROM audit.partitions)
+                 || '|' || (SELECT string_agg(pattern || ':' || coalesce(keep::text, 'forever'), ',' ORDER BY class) FROM audit.retention)
+                 || '|' || (SELECT string_agg(chain || ':' || to_seq || ':' || encode(to_hash, 'hex'), ',' ORDER BY chain, from_seq) FROM audit.retention_anchors)
+                 || '|' || (SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit.events'::regclass)"
+retention_before=$(sql "$retention_state")
 n=$(sql "SELECT count(*) FROM audit.events")
 chains=$(sql "SELECT count(DISTINCT chain) FROM audit.events")
 heads=$(sql "SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h")
@@ -40,6 +53,15 @@ assert_eq "$n" "$(sql "SELECT count(*) FROM audit.events")" "every event is in t
 assert_eq "true|$((chains))" "$(sql "SELECT bool_and(ok) || '|' || count(*) FROM audit.verify(heads => '$heads')")" \
   "verify passes on every chain, against the heads noted before the dump"
 assert_eq "$heads" "$(sql "SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h")" "the chain heads are the same"
+assert_eq "$retention_before" "$(sql "$retention_state")" \
+  "partitions (same names and classes), policies and retention anchors are restored"
+assert_eq "0" "$(sql "SELECT count(*) FROM pg_inherits i WHERE i.inhparent = 'audit.events'::regclass
+                     AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = i.inhrelid AND t.tgenabled = 'O'
+                          AND t.tgname IN ('zz_chain_event', 'append_only', 'zz_alerts')) <> 3")" \
+  "every restored partition has its guards"
+assert_eq "0" "$(sql "SELECT count(*) FROM pg_inherits i WHERE i.inhparent = 'audit.events'::regclass
+                     AND (SELECT count(*) FROM pg_index x WHERE x.indrelid = i.inhrelid) <> 6")" \
+  "and its six indexes"
 assert_eq "0" "$(sql "SELECT count(*) FROM audit.events WHERE action LIKE 'ddl.%' AND id > $max_id")" \
   "the restore's own DDL was not recorded as new events"
 
@@ -50,6 +72,11 @@ assert_eq "true|true|true" "$(sql "SELECT (e.id > $max_id) || '|' || (e.seq = h.
                       FROM audit.events e JOIN jsonb_to_recordset('$heads') h(chain int, seq bigint, hash bytea) USING (chain)
                       WHERE e.action = 'after.restore'")" \
   "a new event continues an existing chain (next seq, linked to the old head) and verify passes"
+
+sql "SELECT audit.record('page.view')" >/dev/null
+assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "a new event of the retention class continues its chain too"
+sql_expect_error 42501 "DROP TABLE audit.$(sql "SELECT name FROM audit.partitions WHERE dropped_at IS NULL ORDER BY from_at LIMIT 1")" \
+  "restored partitions are guarded against DROP"
 
 # Capture, masking and alert rules carried over.
 sql "UPDATE orders SET card = '4111-1111' WHERE id = 2" >/dev/null

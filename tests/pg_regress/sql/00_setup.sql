@@ -17,7 +17,8 @@ END $$;
 
 -- What the extension created.
 SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'audit' ORDER BY 1;
+WHERE n.nspname = 'audit' AND c.relname !~ '^events_[0-9]+_[0-9]{8}' -- partitions made at run time
+ORDER BY 1;
 SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args, p.provolatile, p.proparallel,
        p.prosecdef, p.proisstrict, p.proconfig
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

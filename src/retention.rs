@@ -1,0 +1,275 @@
+//! Retention classes and the upkeep of `audit.events`' partitions. The SQL surface
+//! (`set_retention`, `apply_retention`, `ensure_partitions`, `set_tier`) is in
+//! sql/retention.sql; this module holds what runs per event.
+//!
+//! - **Class of an event.** `audit.events` is range-partitioned on `(retention_class, at)`, so
+//!   each class's months can be dropped whole. The class must be known before PostgreSQL
+//!   routes the row (a trigger runs after routing; a default cannot read other columns), so
+//!   every INSERT of audit_ext computes it: `audit.retention_class(action)`, the most specific
+//!   policy's class, from a per-backend cache of `audit.retention` reloaded on a relcache
+//!   invalidation of that table.
+//! - **Partitions ahead.** The chain trigger notices when an event landed in the default
+//!   partition, or when the partitions of its class end within one period, and starts a
+//!   dynamic background worker that creates the missing partitions in its own short
+//!   transaction. Creating them in the writer's transaction would hold the default partition's
+//!   ACCESS EXCLUSIVE lock (which ATTACH takes) until the writer commits, stalling every other
+//!   writer's chain-head read meanwhile. No scheduler and no `shared_preload_libraries` needed.
+
+use crate::error::raise;
+use crate::gucs;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+#[derive(thiserror::Error, Debug)]
+pub enum RetentionError {
+    #[error("invalid action pattern {0:?}")]
+    BadPattern(String),
+}
+
+/// Why a worker is not started more often than this, per backend: one is enough to catch up.
+const LAUNCH_EVERY_US: i64 = 10_000_000;
+/// How long a backend trusts what it read of the partitions' coverage.
+const RECHECK_US: i64 = 10_000_000;
+
+thread_local! {
+    /// (pattern, class), most specific first.
+    static POLICIES: RefCell<Option<Vec<(String, i32)>>> = const { RefCell::new(None) };
+    static POLICY_REL: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// class → (end of its last partition, when that was read), PostgreSQL-epoch µs.
+    static COVERED: RefCell<HashMap<i32, (i64, i64)>> = RefCell::new(HashMap::new());
+    static DEFAULT_REL: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    static NEXT_LAUNCH: Cell<i64> = const { Cell::new(0) };
+    static IN_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A policy pattern: `*`, an action name, or a dotted prefix ending in `.*`.
+pub fn valid_pattern(p: &str) -> bool {
+    let name = p.strip_suffix(".*").unwrap_or(p);
+    p == "*"
+        || (!name.is_empty()
+            && name.len() <= crate::append::MAX_ACTION_CHARS
+            && !name.contains('*')
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control()))
+}
+
+fn matches(pattern: &str, action: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => action.starts_with(prefix),
+        None => pattern == action,
+    }
+}
+
+/// Most specific first: an exact name, then longer prefixes, then `*`.
+fn specificity(pattern: &str) -> (bool, usize) {
+    (!pattern.ends_with('*'), pattern.len())
+}
+
+/// The class of the most specific policy matching `action`; 0 (the `*` policy) otherwise.
+pub fn class_of(action: &str) -> i32 {
+    POLICIES.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.get_or_insert_with(load_policies);
+        list.iter().find(|(pat, _)| matches(pat, action)).map(|(_, c)| *c).unwrap_or(0)
+    })
+}
+
+fn load_policies() -> Vec<(String, i32)> {
+    let mut list: Vec<(String, i32)> = Spi::connect(|client| {
+        client
+            .select("SELECT pattern, class FROM audit.retention", None, &[])
+            .map(|rows| {
+                rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<i32>(2).ok()??))).collect()
+            })
+            .unwrap_or_default()
+    });
+    list.sort_by(|a, b| specificity(&b.0).cmp(&specificity(&a.0)).then(a.0.cmp(&b.0)));
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
+        if ns != pg_sys::InvalidOid {
+            POLICY_REL.set(pg_sys::get_relname_relid(c"retention".as_ptr(), ns));
+        }
+    }
+    list
+}
+
+/// `audit.retention_class(action)`: the retention class an event with this action is stored
+/// under (the class of the most specific policy of `audit.retention_policies`).
+#[pg_extern(stable, strict, parallel_safe)]
+fn retention_class(action: &str) -> i32 {
+    class_of(action)
+}
+
+/// `audit._partition_period()`: `audit_ext.partition_period` ('day', 'week' or 'month'). A C
+/// function rather than `current_setting()`, so that calling it loads the library (and with it
+/// the setting) in a session that has not used audit_ext yet.
+#[pg_extern(stable, parallel_safe, name = "_partition_period")]
+fn partition_period() -> &'static str {
+    match gucs::PARTITION_PERIOD.get() {
+        gucs::PartitionPeriod::Day => "day",
+        gucs::PartitionPeriod::Week => "week",
+        gucs::PartitionPeriod::Month => "month",
+    }
+}
+
+/// `audit._check_pattern(pattern)`: raises 22023 unless `pattern` is a valid policy pattern.
+#[pg_extern(immutable, strict, parallel_safe, name = "_check_pattern")]
+fn check_pattern(pattern: &str) -> bool {
+    if !valid_pattern(pattern) {
+        raise(RetentionError::BadPattern(pattern.to_string()));
+    }
+    true
+}
+
+/// `audit._retention_changed()`: makes every backend reload the policies (called by
+/// `audit.set_retention` after it changed `audit.retention`).
+#[pg_extern(volatile, parallel_unsafe, name = "_retention_changed")]
+fn retention_changed() {
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
+        if ns != pg_sys::InvalidOid {
+            for t in [c"retention", c"partitions"] {
+                let oid = pg_sys::get_relname_relid(t.as_ptr(), ns);
+                if oid != pg_sys::InvalidOid {
+                    pg_sys::CacheInvalidateRelcacheByRelid(oid);
+                }
+            }
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let all = relid == pg_sys::InvalidOid;
+    if all || relid == POLICY_REL.get() {
+        POLICIES.with(|p| p.borrow_mut().take());
+    }
+    if all || relid == DEFAULT_REL.get() {
+        DEFAULT_REL.set(pg_sys::InvalidOid);
+    }
+}
+
+/// Called by the chain trigger for every event, after PostgreSQL routed it to partition
+/// `relid`: starts the partition worker when the event landed in the default partition or the
+/// class's partitions end within one period. Two thread-local reads in the common case.
+pub fn after_route(class: i32, relid: pg_sys::Oid) {
+    if IN_WORKER.get() || gucs::RESTORE.get() || !gucs::PARTITION_WORKER.get() {
+        return;
+    }
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let lead = gucs::PARTITION_PERIOD.get().lead_us();
+    let in_default = relid == default_rel();
+    let covered = COVERED.with(|c| c.borrow().get(&class).copied());
+    let short = match covered {
+        Some((until, _)) if now + lead <= until => false,
+        Some((_, read_at)) if now < read_at + RECHECK_US => true,
+        _ => {
+            let until = covered_until(class);
+            COVERED.with(|c| c.borrow_mut().insert(class, (until, now)));
+            now + lead > until
+        }
+    };
+    if (in_default || short) && now >= NEXT_LAUNCH.get() {
+        NEXT_LAUNCH.set(now + LAUNCH_EVERY_US);
+        launch();
+    }
+}
+
+fn default_rel() -> pg_sys::Oid {
+    let cached = DEFAULT_REL.get();
+    if cached != pg_sys::InvalidOid {
+        return cached;
+    }
+    let oid = unsafe {
+        let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            return ns;
+        }
+        pg_sys::get_relname_relid(c"events_default".as_ptr(), ns)
+    };
+    DEFAULT_REL.set(oid);
+    oid
+}
+
+/// End of the class's last live partition, PostgreSQL-epoch µs (i64::MIN when none).
+fn covered_until(class: i32) -> i64 {
+    let unix_us: Option<i64> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT (extract(epoch FROM max(to_at)) * 1000000)::int8 FROM audit.partitions \
+                 WHERE class = $1 AND dropped_at IS NULL",
+                Some(1),
+                &[class.into()],
+            )
+            .ok()?
+            .first()
+            .get_one::<i64>()
+            .ok()
+            .flatten()
+    });
+    unix_us.map(|u| u - crate::hash::PG_EPOCH_OFFSET_US).unwrap_or(i64::MIN)
+}
+
+fn launch() {
+    let db = unsafe { pg_sys::MyDatabaseId };
+    let started = BackgroundWorkerBuilder::new("audit_ext partitions")
+        .set_type("audit_ext partitions")
+        .set_function("audit_ext_partition_worker")
+        .set_library("audit_ext")
+        .set_argument(Some(pg_sys::Datum::from(db)))
+        .enable_spi_access()
+        .set_restart_time(None)
+        .load_dynamic();
+    if started.is_err() {
+        // No free worker slot (max_worker_processes): events still land in the default
+        // partition, nothing is lost; audit.ensure_partitions() or the next event catches up.
+        pgrx::log!("audit_ext: could not start the partition worker (max_worker_processes?)");
+    }
+}
+
+/// The partition worker: creates the partitions that are missing, in its own transaction,
+/// then exits. Started by [`after_route`]; see `audit._ensure_partitions` in retention.sql.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn audit_ext_partition_worker(arg: pg_sys::Datum) {
+    IN_WORKER.set(true);
+    let db = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    BackgroundWorker::transaction(|| {
+        Spi::run("SET LOCAL lock_timeout = '5s'").ok();
+        if let Err(e) = Spi::run("SELECT count(*) FROM audit._ensure_partitions(interval '3 months')") {
+            pgrx::log!("audit_ext partition worker: {e}");
+        }
+    });
+}
+
+pub fn init() {
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        for ok in ["*", "authentication.*", "row.insert", "a.b.*", "VM_POWER_OFF"] {
+            assert!(valid_pattern(ok), "{ok}");
+        }
+        for bad in ["", ".*", "a*", "*.login", "a b", "a.*.*", "a.**"] {
+            assert!(!valid_pattern(bad), "{bad}");
+        }
+        assert!(matches("*", "x"));
+        assert!(matches("row.*", "row.insert"));
+        assert!(!matches("row.*", "rows.insert"));
+        assert!(!matches("row.*", "row"));
+        assert!(matches("row.insert", "row.insert"));
+        assert!(!matches("row.insert", "row.insert2"));
+        let mut v = vec!["*", "a.*", "a.b.*", "a.b.c"];
+        v.sort_by_key(|p| std::cmp::Reverse(specificity(p)));
+        assert_eq!(v, vec!["a.b.c", "a.b.*", "a.*", "*"]);
+    }
+}
