@@ -414,8 +414,19 @@ BEGIN
                 MESSAGE = format('archive file %s already exists', archive_file),
                 HINT = 'An archive is never overwritten: move it away (a run that failed after archiving leaves a complete copy) or choose another archive_dir.';
         END IF;
-        -- the stretches of each chain this partition holds (usually one per chain), with the
-        -- hash of each stretch's last event
+        -- the stretches of each chain this partition holds, with the hash of each stretch's
+        -- last event: usually one per chain (count = last - first + 1), read from the counts
+        -- above with one index probe per chain; else found with a window over the partition
+        IF (SELECT bool_and((v ->> 'events')::bigint = (v ->> 'last_seq')::bigint - (v ->> 'first_seq')::bigint + 1)
+            FROM jsonb_each(per_chain) j(k, v)) THEN
+            EXECUTE format($q$
+                SELECT coalesce(jsonb_agg(jsonb_build_object('chain', j.k::integer,
+                           'from_seq', (j.v ->> 'first_seq')::bigint, 'to_seq', (j.v ->> 'last_seq')::bigint,
+                           'to_hash', encode((SELECT x.hash FROM audit.%1$I x
+                                              WHERE x.chain = j.k::integer AND x.seq = (j.v ->> 'last_seq')::bigint
+                                              LIMIT 1), 'hex'))), '[]')
+                FROM jsonb_each($1) j(k, v) $q$, p.name) USING per_chain INTO part_runs;
+        ELSE
         EXECUTE format($q$
             SELECT coalesce(jsonb_agg(jsonb_build_object('chain', r.chain, 'from_seq', r.f, 'to_seq', r.t,
                        'to_hash', encode((SELECT x.hash FROM audit.%1$I x WHERE x.chain = r.chain AND x.seq = r.t LIMIT 1), 'hex'))), '[]')
@@ -423,6 +434,7 @@ BEGIN
                   FROM (SELECT e.chain, e.seq, e.seq - row_number() OVER (PARTITION BY e.chain ORDER BY e.seq) AS g
                         FROM audit.%1$I e) s
                   GROUP BY s.chain, s.g) r $q$, p.name) INTO part_runs;
+        END IF;
         runs := runs || part_runs;
         todo := todo || p;
         files := files || archive_file;

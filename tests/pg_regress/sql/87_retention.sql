@@ -59,12 +59,16 @@ INSERT INTO audit.events (action, at) VALUES
     ('billing.charge', now() - interval '500 days'),
     ('legal.hold', now() - interval '500 days'),   -- filed under class 0, kept forever
     ('billing.refund', now() - interval '600 days');
+-- Two old events with a current one between them on the same chain: the old month's
+-- partition then holds two separate stretches of that chain (two anchors).
+INSERT INTO audit.events (action, at) VALUES
+    ('archive.a', now() - interval '700 days'), ('archive.now', now()), ('archive.b', now() - interval '700 days');
 SELECT count(*) AS waiting_in_default FROM ONLY audit.events_default;
 -- A dry run changes nothing.
 -- (85_search recorded one event dated 2024-01-01: past the 400 days of class 0)
 SELECT retention_class, events FROM audit.apply_retention(dry_run => true);
 -- Once their months have partitions, the dry run lists them.
-SELECT count(*) >= 3 AS months FROM audit.ensure_partitions(interval '0');
+SELECT count(*) >= 4 AS months FROM audit.ensure_partitions(interval '0');
 SELECT retention_class, sum(events) AS events, bool_or(dropped) AS dropped
 FROM audit.apply_retention(dry_run => true) GROUP BY 1 ORDER BY 1;
 SELECT count(*) AS still_waiting FROM ONLY audit.events_default;
@@ -78,12 +82,15 @@ SELECT retention_class, sum(events) AS events, bool_and(dropped) AS dropped, cou
 FROM audit.apply_retention() GROUP BY retention_class ORDER BY retention_class;
 -- The month with the legal hold stays; the others are gone, and said so in the log.
 SELECT action, count(*) FROM audit.events
-WHERE action IN ('page.view', 'billing.charge', 'legal.hold', 'billing.refund') GROUP BY action ORDER BY action;
+WHERE action IN ('page.view', 'billing.charge', 'legal.hold', 'billing.refund', 'archive.a', 'archive.now', 'archive.b')
+GROUP BY action ORDER BY action;
+SELECT count(*) AS anchors_of_the_split_chain FROM audit.retention_anchors a
+WHERE a.chain = (SELECT chain FROM audit.events WHERE action = 'archive.now');
 SELECT count(*) AS waiting_in_default FROM ONLY audit.events_default;
-SELECT action, module, new -> 'events' AS events, jsonb_array_length(new -> 'partitions') >= 3 AS partitions,
-       jsonb_array_length(new -> 'anchors') > 0 AS has_anchors, message ~ '^5 event\(s\) in \d+ partition\(s\) dropped by retention$' AS message
+SELECT action, module, new -> 'events' AS events, jsonb_array_length(new -> 'partitions') >= 4 AS partitions,
+       jsonb_array_length(new -> 'anchors') > 0 AS has_anchors, message ~ '^7 event\(s\) in \d+ partition\(s\) dropped by retention$' AS message
 FROM audit.events WHERE action = 'retention.applied';
-SELECT count(*) >= 3 AS dropped_partitions FROM audit.partitions WHERE dropped_at IS NOT NULL AND dropped_by IS NOT NULL;
+SELECT count(*) >= 4 AS dropped_partitions FROM audit.partitions WHERE dropped_at IS NOT NULL AND dropped_by IS NOT NULL;
 -- The anchors table is the same as the anchors in the event.
 SELECT count(*) AS anchor_mismatches FROM (
     SELECT chain, from_seq, to_seq, encode(to_hash, 'hex') AS h FROM audit.retention_anchors
