@@ -56,13 +56,28 @@ SELECT id, chain, seq, left(encode(prev_hash, 'hex'), 16) AS prev_hash, left(enc
 FROM audit.events ORDER BY chain, seq;
 
 \echo
-\echo '== 6. Verify the whole log, and note the chain heads (an auditor keeps these outside the database)'
+\echo '== 6. Retention: old events leave by policy, whole partitions at a time, and the chains still verify'
+SELECT * FROM audit.set_retention('30 days', 'page.*');   -- page views: 30 days; the rest: 365 (the default)
+SELECT action_pattern, kept_for, retention_class, partitions FROM audit.retention_policies;
+\echo '-- an import of old page views (a superuser may set at directly): they go to a partition of their month'
+INSERT INTO audit.events (action, at, retention_class, object_id)
+SELECT 'page.view', now() - interval '60 days' + i * interval '1 minute', audit.retention_class('page.view'), '/docs/' || i
+FROM generate_series(1, 5) i;
+SELECT count(*) AS new_partitions FROM audit.ensure_partitions(interval '0');
+SELECT partition, retention_class, events, dropped FROM audit.apply_retention(dry_run => true);
+SELECT partition, retention_class, events, chains, dropped FROM audit.apply_retention();
+\echo '-- the drop is itself an event, with the anchors verify starts from'
+SELECT action, module, message, new -> 'anchors' AS anchors FROM audit.events WHERE action = 'retention.applied';
+SELECT * FROM audit.verify();
+
+\echo
+\echo '== 7. Verify the whole log, and note the chain heads (an auditor keeps these outside the database)'
 SELECT * FROM audit.verify();
 SELECT chain, seq, encode(hash, 'hex') AS hash FROM audit.head();
 SELECT jsonb_agg(to_jsonb(h)) AS noted_heads FROM audit.head() h \gset
 
 \echo
-\echo '== 7. Nobody can change or delete an event, not even the superuser (SQLSTATE 42501)'
+\echo '== 8. Nobody can change or delete an event, not even the superuser (SQLSTATE 42501)'
 \set ON_ERROR_STOP off
 UPDATE audit.events SET status = 'success' WHERE action = 'authentication.login' AND status = 'failure';
 DELETE FROM audit.events WHERE action = 'permission.grant';
@@ -70,7 +85,7 @@ TRUNCATE audit.events;
 \set ON_ERROR_STOP on
 
 \echo
-\echo '== 8. A superuser switches the guards off and hides the failed login ...'
+\echo '== 9. A superuser switches the guards off and hides the failed login ...'
 BEGIN;
 SET LOCAL session_replication_role = replica;
 UPDATE audit.events SET status = 'success', severity = 'info', message = NULL
@@ -83,7 +98,7 @@ SELECT * FROM audit.verify();
 SELECT id, action, status FROM audit.events e WHERE hash <> audit.hash_event(e);
 
 \echo
-\echo '== 9. Even if they recompute every hash, the heads noted in step 6 give them away'
+\echo '== 10. Even if they recompute every hash, the heads noted in step 7 give them away'
 BEGIN;
 SET LOCAL session_replication_role = replica;
 DO $$

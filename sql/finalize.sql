@@ -48,6 +48,8 @@ GRANT EXECUTE ON FUNCTION audit.track(regclass, text[], text[], text[], boolean)
 -- partitions ahead and apply retention (each change is itself an audit event; archiving to
 -- server files additionally needs superuser or pg_write_server_files, checked inside).
 GRANT SELECT ON audit.retention_policies, audit.partitions, audit.retention_anchors, audit.tiers TO audit_reader;
+-- audit.status() counts the events waiting in the default partition
+GRANT SELECT ON audit.events_default TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.retention_class(text) TO audit_reader, audit_writer;
 GRANT EXECUTE ON FUNCTION audit.set_retention(interval, text), audit.apply_retention(boolean, text),
                           audit.ensure_partitions(interval), audit.set_tier(interval, name)

@@ -139,7 +139,7 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
 
     let class_i = layout.class_attno;
     let class = if row.nulls[class_i] { 0 } else { row.values[class_i].value() as i32 };
-    crate::retention::after_route(class, (*rel).rd_id);
+    crate::retention::after_route(class);
     let tail = chain::tail(class);
     let seq = tail.seq + 1;
     row.set(event::CHAIN, pg_sys::Datum::from(tail.chain));

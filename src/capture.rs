@@ -499,8 +499,30 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
     let tracked: i64 = crate::verify::read_text("SELECT count(*)::text FROM audit.tracked_tables")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let partitions = crate::verify::read_text(
+        "SELECT format('%s partition(s) in %s retention class(es), the last ending %s; %s event(s) waiting in the default partition', \
+                (SELECT count(*) FROM audit.partitions WHERE dropped_at IS NULL), \
+                (SELECT count(*) FROM audit.retention_policies), \
+                coalesce((SELECT to_char(min(m) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC' \
+                          FROM (SELECT max(to_at) AS m FROM audit.partitions WHERE dropped_at IS NULL GROUP BY class) c), 'never'), \
+                (SELECT count(*) FROM ONLY audit.events_default))",
+    )
+    .unwrap_or_default();
+    let worker = gucs::PARTITION_WORKER.get();
     let rows = vec![
         ("chain".to_string(), true, format!("{} chain(s) (audit_ext.chains)", gucs::CHAINS.get())),
+        (
+            "partitions".to_string(),
+            worker,
+            format!(
+                "{partitions}; {}",
+                if worker {
+                    "writers start the partition worker when needed"
+                } else {
+                    "worker off (audit_ext.partition_worker): run audit.ensure_partitions() regularly"
+                }
+            ),
+        ),
         ("row_capture".to_string(), tracked > 0, format!("{tracked} tracked table(s); see audit.tracked_tables")),
         (
             "ddl_capture".to_string(),

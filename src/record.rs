@@ -10,6 +10,7 @@ use crate::error::raise;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CString;
 
 #[derive(thiserror::Error, Debug)]
@@ -42,9 +43,55 @@ const RECORD_ARGS: [pg_sys::Oid; 11] = [
     pg_sys::JSONBOID, // metadata
 ];
 
+/// The INSERT of `audit.record`, after `INSERT INTO <table>`: the arguments, then the retention
+/// class ($12) and the time ($13), which together pick the partition.
+const INSERT_TAIL: &str = "(action, object_type, object_id, object_name, old, new, status, severity, module, \
+     message, metadata, retention_class, at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
+
 thread_local! {
     /// Prepared once per backend: ad-hoc SPI costs about 20 µs a call, a kept plan a fraction.
+    /// The plan into the partitioned parent, for an event that has no partition yet.
     static INSERT_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
+    /// Plans straight into a partition (crate::retention::partition_for), by relation, with
+    /// the partition generation they were made in.
+    static PARTITION_PLANS: RefCell<(u64, HashMap<pg_sys::Oid, pg_sys::SPIPlanPtr>)> =
+        RefCell::new((0, HashMap::new()));
+}
+
+/// The kept plan that inserts into `target` (a partition), or into audit.events when None.
+/// Must be called inside an SPI connection.
+unsafe fn insert_plan(target: Option<pg_sys::Oid>) -> pg_sys::SPIPlanPtr {
+    let types = [&RECORD_ARGS[..], &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID]].concat();
+    let parent = || {
+        INSERT_PLAN.with(|p| {
+            *p.borrow_mut().get_or_insert_with(|| {
+                let sql = CString::new(format!("INSERT INTO audit.events {INSERT_TAIL}")).unwrap();
+                crate::spi::kept_plan(&sql, &types)
+            })
+        })
+    };
+    let Some(relid) = target else { return parent() };
+    let relname = pg_sys::get_rel_name(relid);
+    if relname.is_null() {
+        return parent(); // dropped meanwhile
+    }
+    PARTITION_PLANS.with(|p| {
+        let mut p = p.borrow_mut();
+        let generation = crate::retention::partitions_generation();
+        if p.0 != generation {
+            // partitions changed: plans for dropped ones must go (their OIDs may come back)
+            for (_, plan) in p.1.drain() {
+                pg_sys::SPI_freeplan(plan);
+            }
+            p.0 = generation;
+        }
+        *p.1.entry(relid).or_insert_with(|| {
+            let name = std::ffi::CStr::from_ptr(pg_sys::quote_identifier(relname));
+            let sql = CString::new(format!("INSERT INTO audit.{} {INSERT_TAIL}", name.to_string_lossy())).unwrap();
+            crate::spi::kept_plan(&sql, &types)
+        })
+    })
 }
 
 finfo_v1!(pg_finfo_audit_record);
@@ -61,29 +108,23 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
             raise(RecordError::ReservedModule(module.into_owned()));
         }
     }
-    // The retention class picks the partition, so it is part of the INSERT (crate::retention).
+    // The retention class and the time pick the partition, so both are part of the INSERT
+    // (crate::retention); `at` is the clock time, as the column's default would give.
     let class = if args[0].isnull {
         0
     } else {
         crate::retention::class_of(&String::from_utf8_lossy(crate::event::bytes(args[0].value)))
     };
+    let at = pg_sys::GetCurrentTimestamp();
+    let target = crate::retention::partition_for(class, at);
     let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.value).collect();
-    values.push(pg_sys::Datum::from(class));
+    values.extend([pg_sys::Datum::from(class), pg_sys::Datum::from(at)]);
     let mut nulls: Vec<std::ffi::c_char> = args.iter().map(|a| if a.isnull { b'n' } else { b' ' } as _).collect();
-    nulls.push(b' ' as _);
+    nulls.extend([b' ' as std::ffi::c_char; 2]);
     if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
         pgrx::error!("audit_ext: SPI_connect failed");
     }
-    let plan = INSERT_PLAN.with(|p| {
-        *p.borrow_mut().get_or_insert_with(|| {
-            crate::spi::kept_plan(
-                c"INSERT INTO audit.events (action, object_type, object_id, object_name, old, new, \
-                  status, severity, module, message, metadata, retention_class) \
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                &[&RECORD_ARGS[..], &[pg_sys::INT4OID]].concat(),
-            )
-        })
-    });
+    let plan = insert_plan(target);
     let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
     if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 || pg_sys::SPI_processed != 1 {
         pgrx::error!("audit_ext: recording the event failed ({rc})");

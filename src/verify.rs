@@ -248,8 +248,11 @@ unsafe fn check_chain(
     // Without a range, no id filter: the (chain, seq) index is then the only sensible plan.
     let range = if from.is_some() || to.is_some() { "AND e.id >= $2 AND e.id <= $3" } else { "AND $2 <= $3" };
     let query = CString::new(format!(
-        "SELECT {} FROM audit.events e WHERE e.chain = $1 {range} ORDER BY e.seq",
-        event::select_list()
+        // retention_class = chain / 1000 by construction (crate::chain): it prunes the scan to
+        // the partitions of the chain's class
+        "SELECT {} FROM audit.events e WHERE e.chain = $1 AND e.retention_class = $1 / {} {range} ORDER BY e.seq",
+        event::select_list(),
+        crate::chain::CLASS_STRIDE
     ))
     .unwrap();
     let mut types = [pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::INT8OID];
@@ -391,7 +394,11 @@ fn event_at(chain: i32, seq: i64) -> Option<(i64, Vec<u8>)> {
     // connection, which takes a transaction id, and a hot standby refuses that.
     Spi::connect(|client| {
         client
-            .select("SELECT id, hash FROM audit.events WHERE chain = $1 AND seq = $2", Some(1), &[chain.into(), seq.into()])
+            .select(
+                "SELECT id, hash FROM audit.events WHERE chain = $1 AND seq = $2 AND retention_class = $1 / 1000",
+                Some(1),
+                &[chain.into(), seq.into()],
+            )
             .ok()?
             .first()
             .get_two::<i64, Vec<u8>>()

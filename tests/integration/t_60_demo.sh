@@ -8,3 +8,5 @@ assert_eq 3 "$(grep -c 'ERROR:  audit.events is append-only' <<<"$out")" "the de
 assert_match "row\.update[ |]+public\.customers[ |]+1 " "$out" "the demo shows a captured update of the tracked table"
 assert_match '"card_number": \{"new": "masked:[0-9a-f]{64}", "old": "masked:[0-9a-f]{64}"\}' "$out" "and the masked card number only as a keyed hash"
 assert_match "permission\.grant[ |]+success[ |]+high" "$out" "the demo shows a search finding the high-severity grant"
+assert_match "all events up to seq [0-9]+ were dropped by retention|verified across retention anchor" "$out" \
+  "the demo shows verify passing after retention dropped the old page views"

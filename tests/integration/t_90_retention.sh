@@ -3,20 +3,54 @@
 fresh_db audit_retention
 verify_export="$TOOLS/verify_export.py"
 
-# 1. The worker. An event whose month has no partition lands in the default partition, is
-# kept, and the worker (started by the writer, in its own transaction) gives it a partition.
-sql "INSERT INTO audit.events (action, at) VALUES ('future.thing', now() + interval '200 days')" >/dev/null
-moved=""
+# 1. Partitions ahead, by the worker. A database made with daily partitions (7 days ahead)
+# switches to monthly ones: the next event finds its class covered for less than a period and
+# starts the worker, which creates monthly partitions, clipped around the daily ones, with no
+# gap, three months ahead.
+sql "DROP DATABASE IF EXISTS audit_retention_worker WITH (FORCE)" -d postgres >/dev/null 2>&1
+sql "CREATE DATABASE audit_retention_worker; ALTER DATABASE audit_retention_worker SET audit_ext.partition_period = 'day'" -d postgres
+PGDATABASE=audit_retention_worker sql "CREATE EXTENSION audit_ext"
+assert_eq "8|true" "$(PGDATABASE=audit_retention_worker sql "SELECT count(*) || '|' || (max(to_at) - now() < interval '9 days') FROM audit.partitions")" \
+  "with daily partitions, CREATE EXTENSION makes today and 7 days ahead"
+sql "ALTER DATABASE audit_retention_worker SET audit_ext.partition_period = 'month'" -d postgres
+PGDATABASE=audit_retention_worker sql "SELECT audit.record('tick')" >/dev/null
+ahead=""
 for _ in $(seq 1 60); do
-  moved=$(sql "SELECT tableoid::regclass FROM audit.events WHERE action = 'future.thing'")
-  [[ $moved =~ ^audit\.events_0_ ]] && break
+  ahead=$(PGDATABASE=audit_retention_worker sql "SELECT max(to_at) > now() + interval '2 months' FROM audit.partitions")
+  [ "$ahead" = t ] && break
   sleep 0.25
 done
-assert_match "^audit\.events_0_[0-9]{8}$" "$moved" "the worker moved the event into a partition of its own ($moved)"
+assert_eq "t" "$ahead" "the worker, started by a writer, created partitions more than two months ahead"
+assert_eq "0" "$(PGDATABASE=audit_retention_worker sql "SELECT count(*) FROM generate_series(now(), now() + interval '2 months', interval '1 hour') t
+                  WHERE NOT EXISTS (SELECT FROM audit.partitions p WHERE p.from_at <= t AND t < p.to_at)")" \
+  "without a gap between the daily and the monthly ones"
+sql "DROP DATABASE audit_retention_worker WITH (FORCE)" -d postgres
+
+# An event whose month has no partition lands in the default partition and is kept;
+# ensure_partitions gives it a partition of its own.
+sql "INSERT INTO audit.events (action, at) VALUES ('future.thing', now() + interval '200 days')" >/dev/null
+assert_eq "audit.events_default" "$(sql "SELECT tableoid::regclass FROM audit.events WHERE action = 'future.thing'")" \
+  "an event without a partition waits in the default partition"
+sql "SELECT count(*) FROM audit.ensure_partitions(interval '0')" >/dev/null
+assert_match "^audit\.events_0_[0-9]{8}$" "$(sql "SELECT tableoid::regclass FROM audit.events WHERE action = 'future.thing'")" \
+  "ensure_partitions moved it into a partition of its own"
 assert_eq "0|true" "$(sql "SELECT (SELECT count(*) FROM ONLY audit.events_default) || '|' || (SELECT bool_and(ok) FROM audit.verify())")" \
   "the default partition is empty again and the chain verifies"
-assert_eq "1" "$(sql "SELECT count(*) FROM audit.partitions WHERE now() + interval '200 days' BETWEEN from_at AND to_at")" \
-  "the new partition is registered"
+
+# Back-dated writers while ensure_partitions moves their months out of the default partition:
+# each waits for the move and routes to the new partition; none fails.
+cat >"$T_RESULTS.old" <<'SQL'
+INSERT INTO audit.events (action, at) VALUES ('backdated', now() - interval '35 days' - random() * interval '300 days');
+SQL
+PGOPTIONS='-c audit_ext.partition_worker=off' pgbench -n -c 4 -j 2 -T 4 -f "$T_RESULTS.old" >"$T_RESULTS.pgo" 2>&1 &
+bench=$!
+for _ in 1 2 3 4 5 6; do sleep 0.5; sql "SELECT count(*) FROM audit.ensure_partitions(interval '0')" >/dev/null; done
+wait "$bench" && rc=0 || rc=$?
+assert_eq "0" "$rc" "pgbench wrote back-dated events while their partitions were created"
+assert_match "number of failed transactions: 0" "$(cat "$T_RESULTS.pgo")" "no back-dated insert failed"
+sql "SELECT count(*) FROM audit.ensure_partitions(interval '0')" >/dev/null
+assert_eq "0|true" "$(sql "SELECT (SELECT count(*) FROM ONLY audit.events_default) || '|' || (SELECT bool_and(ok) FROM audit.verify())")" \
+  "every back-dated event got a partition, and the chains verify"
 
 # Writers never wait for partition upkeep: ensure_partitions runs while 4 clients record.
 cat >"$T_RESULTS.rec" <<'SQL'
