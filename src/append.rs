@@ -48,6 +48,11 @@ struct Layout {
 }
 
 thread_local! {
+    /// Armed by `audit.record` just before its INSERT: the next event chained here hands its id
+    /// back through it, which spares the INSERT a RETURNING clause (a projection built on every
+    /// call). The first row chained after arming is the caller's own: events that alert rules
+    /// add come from AFTER triggers, later.
+    static ID_FOR_CALLER: std::cell::Cell<Option<Option<i64>>> = const { std::cell::Cell::new(None) };
     static LAYOUTS: RefCell<HashMap<pg_sys::Oid, Layout>> = RefCell::new(HashMap::new());
     /// (session id, client address as an inet varlena) — fixed for the life of the backend.
     static SESSION: RefCell<Option<(String, Option<Vec<u8>>)>> = const { RefCell::new(None) };
@@ -150,6 +155,9 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     }
     let id = call(pg_sys::nextval_oid, &[pg_sys::Datum::from(layout.id_seq)]).expect("nextval returned NULL");
     row.set(event::ID, id);
+    if let Some(None) = ID_FOR_CALLER.get() {
+        ID_FOR_CALLER.set(Some(Some(id.value() as i64)));
+    }
 
     let (hash, size) = event::hash_datums(|c| row.get(c));
     let limit = gucs::MAX_EVENT_BYTES.get();
@@ -368,4 +376,14 @@ pub unsafe fn call(
 ) -> Option<pg_sys::Datum> {
     let args: Vec<_> = args.iter().map(|d| Some(*d)).collect();
     pgrx::direct_function_call_as_datum(f, &args)
+}
+
+/// Arms [`ID_FOR_CALLER`]: the id of the next event chained will be kept for [`take_id`].
+pub fn want_id() {
+    ID_FOR_CALLER.set(Some(None));
+}
+
+/// The id kept since [`want_id`], if an event was chained meanwhile; disarms.
+pub fn take_id() -> Option<i64> {
+    ID_FOR_CALLER.take().flatten()
 }

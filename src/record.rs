@@ -47,7 +47,7 @@ const RECORD_ARGS: [pg_sys::Oid; 11] = [
 /// class ($12) and the time ($13), which together pick the partition.
 const INSERT_TAIL: &str = "(action, object_type, object_id, object_name, old, new, status, severity, module, \
      message, metadata, retention_class, at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 thread_local! {
     /// Prepared once per backend: ad-hoc SPI costs about 20 µs a call, a kept plan a fraction.
@@ -125,15 +125,14 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
         pgrx::error!("audit_ext: SPI_connect failed");
     }
     let plan = insert_plan(target);
+    crate::append::want_id();
     let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
-    if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 || pg_sys::SPI_processed != 1 {
+    let id = crate::append::take_id();
+    if rc != pg_sys::SPI_OK_INSERT as i32 || pg_sys::SPI_processed != 1 {
         pgrx::error!("audit_ext: recording the event failed ({rc})");
     }
-    let tt = *pg_sys::SPI_tuptable;
-    let mut isnull = false;
-    let id = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, 1, &mut isnull);
     pg_sys::SPI_finish();
-    id
+    pg_sys::Datum::from(id.unwrap_or_else(|| pgrx::error!("audit_ext: the recorded event was given no id")))
 }
 
 finfo_v1!(pg_finfo_audit_set_context);

@@ -10,9 +10,12 @@
 //!   invalidation of that table.
 //! - **Partitions ahead.** The chain trigger notices when the partitions of an event's class
 //!   end within one period, and starts a dynamic background worker that creates the next ones
-//!   in its own short transaction. Creating them in the writer's transaction would hold the default partition's
-//!   ACCESS EXCLUSIVE lock (which ATTACH takes) until the writer commits, stalling every other
-//!   writer's chain-head read meanwhile. No scheduler and no `shared_preload_libraries` needed.
+//!   in its own short transaction. Creating them in the writer's transaction would hold the
+//!   default partition's ACCESS EXCLUSIVE lock (which ATTACH takes) until the writer commits,
+//!   stalling every other writer's chain-head read meanwhile. No scheduler and no
+//!   `shared_preload_libraries` needed.
+//! - **Straight into the partition.** `audit.record` inserts into the partition that holds its
+//!   event ([`partition_for`]) rather than into the parent.
 
 use crate::error::raise;
 use crate::gucs;

@@ -274,6 +274,18 @@ mod tests {
         assert_eq!(Spi::get_one::<bool>("select bool_and(ok) from audit.verify()"), Ok(Some(true)));
     }
 
+    #[pg_test]
+    fn record_returns_its_own_id_when_an_alert_fires() {
+        // the alert's own event is inserted (by an AFTER trigger) during the recorded one's
+        // INSERT: audit.record must still return the id of the event it recorded
+        Spi::run("select audit.create_alert('every-login', 'action:test.login', threshold => 1)").unwrap();
+        let id = Spi::get_one::<i64>("select audit.record('test.login')").unwrap().unwrap();
+        let action = Spi::get_one::<String>(&format!("select action from audit.events where id = {id}"));
+        assert_eq!(action, Ok(Some("test.login".into())));
+        let fired = Spi::get_one::<i64>("select count(*) from audit.events where action = 'alert.fired'");
+        assert_eq!(fired, Ok(Some(1)), "the alert did fire within the call");
+    }
+
     #[pg_test(error = "invalid action pattern \"*.login\"")]
     fn bad_retention_pattern_is_refused() {
         Spi::run("select audit.set_retention('1 day', '*.login')").unwrap();
