@@ -12,12 +12,7 @@
 # Prints a markdown table and writes it to bench/results/alerts.md (raw: alerts.log).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-export PATH="$PGBIN:$PATH"
-
-source bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # from the checkout root, PostgreSQL 15 tools first
 N=${BENCH_SEARCH_EVENTS:-1000000}
 bench_start alerts audit_bench_alerts
 

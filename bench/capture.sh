@@ -13,12 +13,7 @@
 #   BENCH_SECONDS=20 BENCH_ROUNDS=2 BENCH_WARMUP=3 BENCH_REPEAT=3 BENCH_KEEP=0 as in run.sh
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-export PATH="$PGBIN:$PATH"
-
-source bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # from the checkout root, PostgreSQL 15 tools first
 N=100000
 VARIANTS=(plain tracked plpgsql)
 bench_start capture audit_bench_capture

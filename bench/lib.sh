@@ -1,5 +1,11 @@
 # Helpers shared by the bench scripts (sourced). run.sh defines die, log and LOG itself;
-# capture.sh and alerts.sh get them from bench_start.
+# capture.sh, alerts.sh and retention.sh get them from bench_start.
+
+# Every script runs from the checkout's root, with PostgreSQL 15's client tools first on PATH.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+export PATH="$PGBIN:$PATH"
 
 # psql, unaligned, quiet, stopping at the first error.
 sql() { local db=$1; shift; psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$db" "$@"; }

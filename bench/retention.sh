@@ -13,12 +13,7 @@
 # (raw output: retention.log).   BENCH_REPEAT=3 BENCH_KEEP=0 as in run.sh
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-export PATH="$PGBIN:$PATH"
-
-source bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # from the checkout root, PostgreSQL 15 tools first
 N=${BENCH_RETENTION_EVENTS:-1000000}
 bench_start retention audit_bench_retention
 sql "$DB" -c "ALTER DATABASE $DB SET audit_ext.partition_worker = off"

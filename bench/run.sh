@@ -27,10 +27,7 @@
 #   BENCH_KEEP=0             1: keep the benchmark databases for inspection
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-export PATH="$PGBIN:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # sql, time_ms, median, mean, calc, met, int; cd to the root
 
 SECS=${BENCH_SECONDS:-20}
 ROUNDS=${BENCH_ROUNDS:-2}
@@ -85,8 +82,6 @@ own_ticks() {
 }
 read -r BUSY0 TOTAL0 < <(machine_ticks)
 OWN0=$(own_ticks)
-
-source bench/lib.sh   # sql, time_ms, median, mean, calc, met, int
 
 drop_dbs() {
   if [ "$KEEP" = 1 ]; then log "keeping databases $DB and $VDB (BENCH_KEEP=1)"; return; fi

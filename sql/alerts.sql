@@ -75,10 +75,9 @@ BEGIN
     INSERT INTO audit.alert_rules (name, query, threshold, "window", group_by, channel, severity)
     VALUES (name, query, threshold, "window", group_by, channel, severity);
     PERFORM audit._rules_changed();
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, new)
-    VALUES (audit.retention_class('alert.create'), 'alert.create', 'alert', 'alert', name, name,
-            jsonb_build_object('query', query, 'threshold', threshold, 'window', "window"::text,
-                               'group_by', group_by, 'channel', channel, 'severity', severity));
+    PERFORM audit._event('alert.create', 'alert', 'alert', name, name, NULL,
+                         jsonb_build_object('query', query, 'threshold', threshold, 'window', "window"::text,
+                                            'group_by', group_by, 'channel', channel, 'severity', severity));
 END
 $$;
 COMMENT ON FUNCTION audit.create_alert IS 'Creates a threshold alert rule that NOTIFYs a channel.';
@@ -96,8 +95,7 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM audit._rules_changed();
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, old)
-    VALUES (audit.retention_class('alert.drop'), 'alert.drop', 'alert', 'alert', name, name, to_jsonb(r) - 'created_at');
+    PERFORM audit._event('alert.drop', 'alert', 'alert', name, name, to_jsonb(r) - 'created_at');
     RETURN true;
 END
 $$;
@@ -113,9 +111,8 @@ BEGIN
             HINT = 'See audit.alerts for the existing alerts.';
     END IF;
     PERFORM audit._rules_changed();
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, new)
-    SELECT audit.retention_class(a), a, 'alert', 'alert', name, name, jsonb_build_object('enabled', "on")
-    FROM (SELECT CASE WHEN "on" THEN 'alert.enable' ELSE 'alert.disable' END) x(a);
+    PERFORM audit._event(CASE WHEN "on" THEN 'alert.enable' ELSE 'alert.disable' END, 'alert', 'alert',
+                         name, name, NULL, jsonb_build_object('enabled', "on"));
 END
 $$;
 
@@ -135,10 +132,9 @@ BEGIN
     DELETE FROM audit.streams s WHERE s.channel = stream.channel RETURNING * INTO prev;
     INSERT INTO audit.streams (channel, query) VALUES (channel, query);
     PERFORM audit._rules_changed();
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, old, new)
-    VALUES (audit.retention_class('stream.create'), 'stream.create', 'alert', 'stream', channel, channel,
-            CASE WHEN prev.channel IS NOT NULL THEN jsonb_build_object('query', prev.query) END,
-            jsonb_build_object('query', query));
+    PERFORM audit._event('stream.create', 'alert', 'stream', channel, channel,
+                         CASE WHEN prev.channel IS NOT NULL THEN jsonb_build_object('query', prev.query) END,
+                         jsonb_build_object('query', query));
 END
 $$;
 
@@ -155,8 +151,7 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM audit._rules_changed();
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, old)
-    VALUES (audit.retention_class('stream.drop'), 'stream.drop', 'alert', 'stream', channel, channel, jsonb_build_object('query', prev.query));
+    PERFORM audit._event('stream.drop', 'alert', 'stream', channel, channel, jsonb_build_object('query', prev.query));
     RETURN true;
 END
 $$;

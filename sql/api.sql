@@ -32,6 +32,20 @@ CREATE FUNCTION audit.set_context(
 COMMENT ON FUNCTION audit.set_context IS
     'Sets who is acting for the events that follow, for this transaction (local) or the session.';
 
+-- An event audit_ext records itself (alerts, capture, DDL, roles, retention): the one place
+-- these get their retention class, which the INSERT must carry (src/retention.rs). Runs as its
+-- caller, each of them audit_ext's own SECURITY DEFINER function, trigger or hook.
+CREATE FUNCTION audit._event(action text, module text, object_type text, object_id text,
+                             object_name text, old jsonb DEFAULT NULL, new jsonb DEFAULT NULL,
+                             message text DEFAULT NULL, severity text DEFAULT 'info') RETURNS bigint
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name,
+                              old, new, message, severity)
+    VALUES (audit.retention_class($1), $1, $2, $3, $4, $5, $6, $7, $8, $9)
+    RETURNING id
+$$;
+
 -- The last event of every chain: what an auditor writes down, and later passes to
 -- audit.verify(heads => ...). A loose index scan over (chain, seq): one probe per chain.
 CREATE FUNCTION audit.head()

@@ -63,7 +63,6 @@ CREATE FUNCTION audit.capture_ddl_command() RETURNS event_trigger
 AS $$
 DECLARE
     c record;
-    act text;
 BEGIN
     FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
         PERFORM audit._guard_command(c.command_tag, c.classid, c.objid, c.in_extension);
@@ -80,16 +79,14 @@ BEGIN
              WHERE NOT in_extension AND coalesce(schema_name, '') NOT LIKE 'pg\_temp%'
                -- audit.track() and untrack() record themselves as capture.* events
                AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
-        act := CASE WHEN c.command_tag IN ('GRANT', 'REVOKE') THEN 'permission.' || lower(c.command_tag)
-                    ELSE 'ddl.' || lower(replace(c.command_tag, ' ', '_')) END;
-        INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, new)
-        VALUES (
-            audit.retention_class(act),
-            act,
+        PERFORM audit._event(
+            CASE WHEN c.command_tag IN ('GRANT', 'REVOKE') THEN 'permission.' || lower(c.command_tag)
+                 ELSE 'ddl.' || lower(replace(c.command_tag, ' ', '_')) END,
             'ddl',
             lower(c.object_type),
             c.object_identity,
             c.object_identity,
+            NULL,
             jsonb_strip_nulls(jsonb_build_object(
                 'command_tag', c.command_tag,
                 'object_type', lower(c.object_type),
@@ -118,7 +115,6 @@ AS $$
 DECLARE
     d record;
     t audit.tracked;
-    act text;
 BEGIN
     -- DROP EXTENSION audit_ext removes the log itself: nothing left to record into.
     IF to_regclass('audit.events') IS NULL THEN
@@ -153,11 +149,10 @@ BEGIN
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
         DELETE FROM audit.tracked tr WHERE tr.tbl = d.objid RETURNING * INTO t;
         IF t.tbl IS NOT NULL THEN
-            INSERT INTO audit.events (retention_class, action, module, object_type, object_name, old, message)
-            VALUES (audit.retention_class('capture.untrack'), 'capture.untrack', 'capture', 'table', d.object_identity,
-                    jsonb_build_object('operations', t.operations, 'exclude_columns', t.exclude_columns,
-                                       'mask_columns', t.mask_columns, 'skip_unchanged', t.skip_unchanged),
-                    'the tracked table was dropped');
+            PERFORM audit._event('capture.untrack', 'capture', 'table', NULL, d.object_identity,
+                                 jsonb_build_object('operations', t.operations, 'exclude_columns', t.exclude_columns,
+                                                    'mask_columns', t.mask_columns, 'skip_unchanged', t.skip_unchanged),
+                                 NULL, 'the tracked table was dropped');
         END IF;
     END LOOP;
     IF NOT audit.capture_ddl_enabled() THEN
@@ -166,13 +161,11 @@ BEGIN
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
              WHERE original AND NOT is_temporary
                AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
-        act := 'ddl.drop_' || replace(d.object_type, ' ', '_');
-        INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, old)
-        VALUES (audit.retention_class(act), act, 'ddl', d.object_type,
-                d.object_identity, d.object_identity,
-                jsonb_strip_nulls(jsonb_build_object(
-                    'object_type', d.object_type, 'schema', d.schema_name,
-                    'identity', d.object_identity, 'statement', current_query())));
+        PERFORM audit._event('ddl.drop_' || replace(d.object_type, ' ', '_'), 'ddl', d.object_type,
+                             d.object_identity, d.object_identity,
+                             jsonb_strip_nulls(jsonb_build_object(
+                                 'object_type', d.object_type, 'schema', d.schema_name,
+                                 'identity', d.object_identity, 'statement', current_query())));
     END LOOP;
 END
 $$;

@@ -213,8 +213,7 @@ BEGIN
     FOR m IN SELECT p.relid FROM audit._tree(tbl) p LOOP
         PERFORM audit._create_capture_triggers(m.relid, cur);
     END LOOP;
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_name, old, new)
-    VALUES (audit.retention_class('capture.track'), 'capture.track', 'capture', 'table', qname,
+    PERFORM audit._event('capture.track', 'capture', 'table', NULL, qname,
             CASE WHEN prev.tbl IS NOT NULL THEN jsonb_build_object(
                 'operations', prev.operations, 'exclude_columns', prev.exclude_columns,
                 'mask_columns', prev.mask_columns, 'skip_unchanged', prev.skip_unchanged) END,
@@ -237,10 +236,9 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM audit._drop_capture_triggers(tbl);
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_name, old)
-    SELECT audit.retention_class('capture.untrack'), 'capture.untrack', 'capture', 'table', format('%I.%I', n.nspname, c.relname),
-           jsonb_build_object('operations', prev.operations, 'exclude_columns', prev.exclude_columns,
-                              'mask_columns', prev.mask_columns, 'skip_unchanged', prev.skip_unchanged)
+    PERFORM audit._event('capture.untrack', 'capture', 'table', NULL, format('%I.%I', n.nspname, c.relname),
+                         jsonb_build_object('operations', prev.operations, 'exclude_columns', prev.exclude_columns,
+                                            'mask_columns', prev.mask_columns, 'skip_unchanged', prev.skip_unchanged))
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
     RETURN true;
 END

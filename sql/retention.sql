@@ -266,9 +266,7 @@ BEGIN
         PERFORM audit._ensure_partitions(audit._default_ahead());
     END IF;
     PERFORM audit._retention_changed();
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, old, new)
-    VALUES (audit.retention_class('retention.set'), 'retention.set', 'retention', 'retention_policy',
-            action_pattern, action_pattern,
+    PERFORM audit._event('retention.set', 'retention', 'retention_policy', action_pattern, action_pattern,
             CASE WHEN prev.class IS NOT NULL THEN jsonb_build_object('keep', coalesce(prev.keep::text, 'forever')) END,
             jsonb_build_object('keep', coalesce(k::text, 'forever'), 'retention_class', cls));
     PERFORM set_config('audit_ext.maintenance', 'off', true);
@@ -355,9 +353,7 @@ BEGIN
     -- the moves (ACCESS EXCLUSIVE on each partition moved) before the event
     CREATE TEMP TABLE IF NOT EXISTS audit_ext_moved (partition text, tablespace name) ON COMMIT DROP;
     INSERT INTO audit_ext_moved SELECT * FROM audit._apply_tiers();
-    INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name, old, new)
-    VALUES (audit.retention_class('retention.tier'), 'retention.tier', 'retention', 'tier',
-            older_than::text, older_than::text,
+    PERFORM audit._event('retention.tier', 'retention', 'tier', older_than::text, older_than::text,
             CASE WHEN prev.older_than IS NOT NULL THEN jsonb_build_object('tablespace', prev.tablespace) END,
             CASE WHEN tablespace IS NOT NULL THEN jsonb_build_object('tablespace', tablespace) END);
     PERFORM set_config('audit_ext.maintenance', 'off', true);
@@ -525,12 +521,9 @@ BEGIN
 
     -- Recorded before anything is dropped, in the hash-chained log itself: audit.verify()
     -- starts each chain from these anchors.
-    INSERT INTO audit.events (retention_class, action, module, object_type, new, message)
-    VALUES (audit.retention_class('retention.applied'), 'retention.applied', 'retention', 'partition',
-            jsonb_build_object('partitions', parts, 'events', total, 'anchors', merged,
-                               'archive_dir', archive_dir),
-            format('%s event(s) in %s partition(s) dropped by retention', total, cardinality(todo)))
-    RETURNING id INTO ev;
+    ev := audit._event('retention.applied', 'retention', 'partition', NULL, NULL, NULL,
+            jsonb_build_object('partitions', parts, 'events', total, 'anchors', merged, 'archive_dir', archive_dir),
+            format('%s event(s) in %s partition(s) dropped by retention', total, cardinality(todo)));
 
     DELETE FROM audit.retention_anchors;
     INSERT INTO audit.retention_anchors (chain, from_seq, to_seq, to_hash, event_id)

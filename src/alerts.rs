@@ -521,9 +521,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
     {
         let _firing = Firing::enter();
         exec(
-            c"INSERT INTO audit.events (action, module, object_type, object_id, object_name, severity, new, message, \
-              retention_class) \
-              VALUES ('alert.fired', 'alert', 'alert', $2, $1, $3, $4::jsonb, $5, audit.retention_class('alert.fired'))",
+            c"SELECT audit._event('alert.fired', 'alert', 'alert', $2, $1, NULL, $4::jsonb, $5, $3)",
             &[
                 (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
                 (pg_sys::TEXTOID, group_value.as_deref().map(|g| text_datum(cut_str(g).as_bytes()))),

@@ -482,8 +482,7 @@ unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
     );
     for (action, role, new) in events {
         Spi::run_with_args(
-            "INSERT INTO audit.events (action, module, object_type, object_id, object_name, new, retention_class) \
-             VALUES ($1, 'role', 'role', $2, $2, $3::jsonb, audit.retention_class($1))",
+            "SELECT audit._event($1, 'role', 'role', $2, $2, NULL, $3::jsonb)",
             &[action.into(), role.into(), new.to_string().into()],
         )
         .unwrap_or_else(|e| pgrx::error!("audit_ext: recording a role change failed: {e}"));

@@ -41,6 +41,15 @@ pub enum PartitionPeriod {
 }
 
 impl PartitionPeriod {
+    /// The setting's value, which is also date_trunc's name of the period.
+    pub fn name(self) -> &'static str {
+        match self {
+            PartitionPeriod::Day => "day",
+            PartitionPeriod::Week => "week",
+            PartitionPeriod::Month => "month",
+        }
+    }
+
     /// An upper bound of one period's length, in microseconds: how far ahead partitions must
     /// reach before the writer asks for more.
     pub fn lead_us(self) -> i64 {

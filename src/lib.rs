@@ -44,7 +44,7 @@ extension_sql_file!(
     name = "triggers",
     requires = [append::chain_event, append::refuse_change]
 );
-extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers"]);
+extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers", retention::retention_class]);
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["api", diff::diff_jsonb]);
 extension_sql_file!(
     "../sql/capture_rows.sql",

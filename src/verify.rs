@@ -395,9 +395,9 @@ fn event_at(chain: i32, seq: i64) -> Option<(i64, Vec<u8>)> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT id, hash FROM audit.events WHERE chain = $1 AND seq = $2 AND retention_class = $1 / 1000",
+                "SELECT id, hash FROM audit.events WHERE chain = $1 AND seq = $2 AND retention_class = $3",
                 Some(1),
-                &[chain.into(), seq.into()],
+                &[chain.into(), seq.into(), (chain / crate::chain::CLASS_STRIDE).into()],
             )
             .ok()?
             .first()
