@@ -14,8 +14,10 @@ DECLARE
     rel oid;
     problem text;
 BEGIN
-    -- the extension's script, and audit_ext's own partition upkeep and retention
-    IF in_ext OR current_setting('audit_ext.maintenance', true) = 'on' THEN
+    -- the extension's script, and audit_ext's own partition upkeep and retention (a backend
+    -- state only audit_ext's own functions enter, src/chain.rs; a C call, so that it loads the
+    -- library)
+    IF in_ext OR audit._in_maintenance() THEN
         RETURN;
     END IF;
     rel := CASE classid
@@ -72,11 +74,13 @@ BEGIN
        AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE command_tag IN ('CREATE TABLE', 'ALTER TABLE')) THEN
         PERFORM audit._sync_capture();
     END IF;
-    IF NOT audit.capture_ddl_enabled() OR current_setting('audit_ext.maintenance', true) = 'on' THEN
+    IF NOT audit.capture_ddl_enabled() THEN
         RETURN;
     END IF;
+    -- Never silent: maintenance leaves out only audit_ext's own partition work in schema audit.
     FOR c IN SELECT * FROM pg_event_trigger_ddl_commands()
              WHERE NOT in_extension AND coalesce(schema_name, '') NOT LIKE 'pg\_temp%'
+               AND NOT (schema_name = 'audit' AND audit._in_maintenance())
                -- audit.track() and untrack() record themselves as capture.* events
                AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
         PERFORM audit._event(
@@ -121,11 +125,8 @@ BEGIN
         RETURN;
     END IF;
     -- Partitions of audit.events leave only through audit.apply_retention().
-    IF current_setting('audit_ext.maintenance', true) = 'on' THEN
-        RETURN;
-    END IF;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
-             WHERE object_type = 'table' AND schema_name = 'audit'
+             WHERE object_type = 'table' AND schema_name = 'audit' AND NOT audit._in_maintenance()
                AND (object_name = 'events_default'
                     OR EXISTS (SELECT FROM audit.partitions p WHERE p.name = object_name)) LOOP
         RAISE EXCEPTION USING ERRCODE = '42501',
@@ -133,7 +134,7 @@ BEGIN
             HINT = 'Old events leave only through audit.apply_retention(), which records what it drops and keeps every chain verifiable.';
     END LOOP;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
-             WHERE original AND object_type IN ('trigger', 'rule', 'policy') LOOP
+             WHERE original AND object_type IN ('trigger', 'rule', 'policy') AND NOT audit._in_maintenance() LOOP
         -- address_names of a trigger, rule or policy: {schema, table, name}
         IF (d.address_names[1] = 'audit' AND (d.address_names[2] = 'events'
                 OR EXISTS (SELECT FROM audit.partitions p WHERE p.name = d.address_names[2])))
@@ -160,6 +161,7 @@ BEGIN
     END IF;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
              WHERE original AND NOT is_temporary
+               AND NOT (schema_name = 'audit' AND audit._in_maintenance())
                AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
         PERFORM audit._event('ddl.drop_' || replace(d.object_type, ' ', '_'), 'ddl', d.object_type,
                              d.object_identity, d.object_identity,

@@ -1,9 +1,12 @@
 -- audit_ext: capture of row changes (audit.track). See "How capture works" in the README.
 
 -- The statement-level trigger that audit.track() puts on a table, once per operation.
--- SECURITY DEFINER: whoever writes the table needs no privilege on audit.events.
+-- Not SECURITY DEFINER: it builds the row images as the role whose statement fired it (so
+-- that the column types' output functions and casts never run with elevated rights), then
+-- inserts them into audit.events as the extension's owner itself (src/capture.rs,
+-- src/elevate.rs); whoever writes the table needs no privilege on audit.events.
 CREATE FUNCTION audit.capture_rows() RETURNS trigger
-    LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'audit_capture_rows';
 COMMENT ON FUNCTION audit.capture_rows IS 'Trigger of tracked tables (installed by audit.track()).';
 
@@ -133,12 +136,14 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION audit.track(
+-- The work of audit.track(), run as the extension's owner by audit.track() (src/capture.rs)
+-- once it checked that its caller may read the table. Executable by the owner only.
+CREATE FUNCTION audit._track(
     tbl             regclass,
-    exclude_columns text[]  DEFAULT '{}',
-    mask_columns    text[]  DEFAULT '{}',
-    operations      text[]  DEFAULT '{insert,update,delete,truncate}',
-    skip_unchanged  boolean DEFAULT true
+    exclude_columns text[],
+    mask_columns    text[],
+    operations      text[],
+    skip_unchanged  boolean
 ) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -155,6 +160,10 @@ BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.track(): tbl is NULL',
             HINT = 'Name the table, e.g. audit.track(''public.orders'').';
+    END IF;
+    IF array_position(exclude_columns, NULL) IS NOT NULL OR array_position(mask_columns, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.track(): a column name is NULL',
+            HINT = 'Name every column exactly, e.g. exclude_columns => ARRAY[''password_hash''].';
     END IF;
     exclude_columns := coalesce(exclude_columns, '{}');
     mask_columns := coalesce(mask_columns, '{}');
@@ -206,7 +215,7 @@ BEGIN
 
     -- Out of the tracked list first: the drop guard (audit.capture_ddl_drop) then lets the
     -- old triggers go.
-    DELETE FROM audit.tracked t WHERE t.tbl = track.tbl RETURNING * INTO prev;
+    DELETE FROM audit.tracked t WHERE t.tbl = _track.tbl RETURNING * INTO prev;
     PERFORM audit._drop_capture_triggers(tbl);
     INSERT INTO audit.tracked (tbl, exclude_columns, mask_columns, operations, skip_unchanged)
     VALUES (tbl, exclude_columns, mask_columns, ops, skip_unchanged) RETURNING * INTO cur;
@@ -221,6 +230,16 @@ BEGIN
                                'mask_columns', mask_columns, 'skip_unchanged', skip_unchanged));
 END
 $$;
+CREATE FUNCTION audit.track(
+    tbl             regclass,
+    exclude_columns text[]  DEFAULT '{}',
+    mask_columns    text[]  DEFAULT '{}',
+    operations      text[]  DEFAULT '{insert,update,delete,truncate}',
+    skip_unchanged  boolean DEFAULT true
+) RETURNS void
+    LANGUAGE c VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'audit_track';
 COMMENT ON FUNCTION audit.track IS 'Starts (or changes) capture of the row changes of a table.';
 
 CREATE FUNCTION audit.untrack(tbl regclass) RETURNS boolean

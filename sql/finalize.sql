@@ -21,6 +21,11 @@ GRANT SELECT ON audit.changes TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb) TO audit_reader;
 
 GRANT SELECT ON audit.tracked_tables TO audit_reader;
+-- audit.verify() and audit.tracked_tables check capture as the reader (audit._capture_problem):
+-- which tables are tracked, and how, is no secret to an auditor
+GRANT SELECT ON audit.tracked TO audit_reader;
+-- audit.verify() compares audit_ext's settings with what the log says they were set to
+GRANT SELECT ON audit.retention, audit.alert_rules, audit.streams TO audit_reader;
 -- read-only helpers that audit.tracked_tables and audit.verify() call as the reader
 GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass), audit._key_columns(regclass),
                           audit._root(regclass)

@@ -1,23 +1,38 @@
 -- audit_ext: partitions of audit.events, retention policies, apply_retention and warm tiers.
 -- How it fits together: README "Retention" and src/retention.rs. Every function that changes
--- partitions runs as the extension's owner with audit_ext.maintenance on (transaction-local),
--- which is what lets it past the guards of sql/capture.sql and the append_only triggers.
+-- partitions runs as the extension's owner in maintenance (audit._begin_maintenance(), a
+-- backend state that only audit_ext's own SECURITY DEFINER functions can enter, never a
+-- setting), which is what lets it past the guards of sql/capture.sql and the append_only
+-- triggers. Each one also sets a short lock_timeout: its strong locks (ACCESS EXCLUSIVE for
+-- ATTACH and DROP) queue every writer behind them, so waiting long for a reader (any role can
+-- hold a weak lock on audit.events, pg_relation_size() takes one) would stall the audit trail.
 
 -- Periods are UTC days, weeks or months, whatever the session's TimeZone: every function here
 -- that computes with them runs with TimeZone = UTC (adding '1 month' or '1 day' to a
 -- timestamptz is done in the session's zone, across DST changes too).
 
--- Every function below that changes partitions or policies starts here: one at a time (a
--- transaction-level advisory lock, key 'AUDT' and -1, beside the chain locks), as the owner
--- with audit_ext.maintenance on until it ends. Maintenance also makes its own events go to
--- a chain no writer uses (src/chain.rs): these functions take strong table locks first and
--- record their event after, so they never wait for a writer's chain while that writer waits
--- for their lock.
-CREATE FUNCTION audit._begin_maintenance() RETURNS void
-    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+-- Every function below that changes partitions or policies starts with
+-- audit._begin_maintenance() (src/chain.rs): one at a time (a lock no SQL caller can take),
+-- as the owner in maintenance until it ends (audit._end_maintenance()) or the transaction
+-- does. Maintenance also makes its own events go to a chain no writer uses: these functions
+-- take strong table locks first and record their event after, so they never wait for a
+-- writer's chain while that writer waits for their lock.
+
+-- Takes a strong lock for audit_ext's maintenance, waiting at most lock_timeout (each
+-- maintenance function sets 2 s): writers queue behind a waiting ACCESS EXCLUSIVE request, so
+-- a long wait for a reader's lock would stall the audit trail. Fails with a clear 55P03.
+-- rel and mode come from audit_ext's own code only.
+CREATE FUNCTION audit._lock(rel text, mode text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_advisory_xact_lock(1096107092, -1);
-    SELECT set_config('audit_ext.maintenance', 'on', true);
+BEGIN
+    EXECUTE format('LOCK TABLE %s IN %s MODE', rel, mode);
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION USING ERRCODE = '55P03',
+        MESSAGE = format('audit_ext could not lock %s within lock_timeout (%s): another transaction holds a lock on it',
+                         rel, current_setting('lock_timeout')),
+        HINT = 'Writers of the audit trail would queue behind this lock, so audit_ext does not wait longer. Find the holder in pg_locks and pg_stat_activity (often a session idle in transaction), then call again.';
+END
 $$;
 
 -- Start of the UTC period (day, week, month) that contains t.
@@ -126,6 +141,7 @@ $$;
 -- and then route to the new partition.
 CREATE FUNCTION audit._ensure_partitions(ahead interval, settle boolean DEFAULT false) RETURNS SETOF text
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
     SET TimeZone = 'UTC'
 AS $$
 DECLARE
@@ -138,12 +154,12 @@ DECLARE
 BEGIN
     PERFORM audit._begin_maintenance();
     IF settle AND EXISTS (SELECT FROM ONLY audit.events_default) THEN
-        LOCK TABLE ONLY audit.events IN SHARE MODE;
+        PERFORM audit._lock('ONLY audit.events', 'SHARE');
     ELSE
         settle := false;
     END IF;
     -- No writer may add rows to the default partition while partitions are attached.
-    LOCK TABLE audit.events_default IN ACCESS EXCLUSIVE MODE;
+    PERFORM audit._lock('audit.events_default', 'ACCESS EXCLUSIVE');
     FOR cls IN SELECT c.class FROM audit.retention c ORDER BY c.class LOOP
         t := audit._period_start(now(), period);
         WHILE t <= now() + ahead LOOP
@@ -182,6 +198,7 @@ CREATE FUNCTION audit.ensure_partitions(ahead interval DEFAULT interval '3 month
 RETURNS TABLE (partition text, retention_class integer, from_at timestamptz, to_at timestamptz)
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
     SET TimeZone = 'UTC'
 AS $$
 DECLARE
@@ -194,7 +211,7 @@ BEGIN
             HINT = 'Partitions are created as they are needed; pre-create a few periods, e.g. interval ''3 months''.';
     END IF;
     created := ARRAY(SELECT audit._ensure_partitions(ahead, settle => true));
-    PERFORM set_config('audit_ext.maintenance', 'off', true);
+    PERFORM audit._end_maintenance();
     -- a statement of its own: its snapshot sees the partitions just registered
     RETURN QUERY
         SELECT p.name, p.class, p.from_at, p.to_at FROM audit.partitions p
@@ -236,6 +253,7 @@ CREATE FUNCTION audit.set_retention(keep interval, action_pattern text DEFAULT '
 RETURNS TABLE (pattern text, kept_for interval, retention_class integer)
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
 AS $$
 DECLARE
     k interval := CASE WHEN keep IS NULL OR keep = interval '0' THEN NULL ELSE keep END;
@@ -269,7 +287,7 @@ BEGIN
     PERFORM audit._event('retention.set', 'retention', 'retention_policy', action_pattern, action_pattern,
             CASE WHEN prev.class IS NOT NULL THEN jsonb_build_object('keep', coalesce(prev.keep::text, 'forever')) END,
             jsonb_build_object('keep', coalesce(k::text, 'forever'), 'retention_class', cls));
-    PERFORM set_config('audit_ext.maintenance', 'off', true);
+    PERFORM audit._end_maintenance();
     RETURN QUERY SELECT action_pattern, k, cls;
 END
 $$;
@@ -297,6 +315,7 @@ COMMENT ON VIEW audit.retention_policies IS
 -- tier is removed.
 CREATE FUNCTION audit._apply_tiers() RETURNS TABLE (partition text, tablespace name)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
     SET TimeZone = 'UTC'
 AS $$
 DECLARE
@@ -330,9 +349,12 @@ CREATE FUNCTION audit.set_tier(older_than interval, tablespace name)
 RETURNS TABLE (partition text, moved_to name)
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
 AS $$
 DECLARE
     prev audit.tiers;
+    moved text[];
+    spaces name[];
 BEGIN
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('older_than %s is not a positive interval', coalesce(older_than::text, 'NULL')),
@@ -350,15 +372,15 @@ BEGIN
         INSERT INTO audit.tiers AS t (older_than, tablespace) VALUES (set_tier.older_than, set_tier.tablespace)
         ON CONFLICT ON CONSTRAINT tiers_pkey DO UPDATE SET tablespace = excluded.tablespace, set_at = now();
     END IF;
-    -- the moves (ACCESS EXCLUSIVE on each partition moved) before the event
-    CREATE TEMP TABLE IF NOT EXISTS audit_ext_moved (partition text, tablespace name) ON COMMIT DROP;
-    INSERT INTO audit_ext_moved SELECT * FROM audit._apply_tiers();
+    -- the moves (ACCESS EXCLUSIVE on each partition moved) before the event; kept in a
+    -- variable, never a temporary table (a session's own temp table of that name, with a
+    -- trigger, would run as the definer)
+    SELECT array_agg(m.partition), array_agg(m.tablespace) INTO moved, spaces FROM audit._apply_tiers() m;
     PERFORM audit._event('retention.tier', 'retention', 'tier', older_than::text, older_than::text,
             CASE WHEN prev.older_than IS NOT NULL THEN jsonb_build_object('tablespace', prev.tablespace) END,
             CASE WHEN tablespace IS NOT NULL THEN jsonb_build_object('tablespace', tablespace) END);
-    PERFORM set_config('audit_ext.maintenance', 'off', true);
-    RETURN QUERY SELECT m.partition, m.tablespace FROM audit_ext_moved m;
-    DROP TABLE audit_ext_moved;
+    PERFORM audit._end_maintenance();
+    RETURN QUERY SELECT m.p, m.s FROM unnest(moved, spaces) m(p, s);
 END
 $$;
 COMMENT ON FUNCTION audit.set_tier IS
@@ -369,6 +391,7 @@ RETURNS TABLE (partition text, retention_class integer, from_at timestamptz, to_
                events bigint, chains jsonb, archive_file text, dropped boolean)
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
     SET TimeZone = 'UTC'
 AS $$
 DECLARE
@@ -422,7 +445,7 @@ BEGIN
         k := audit._partition_keep(p.name, p.class);
         CONTINUE WHEN k IS NULL OR p.to_at > now() - k;
         IF NOT dry_run THEN
-            EXECUTE format('LOCK TABLE audit.%I IN SHARE MODE', p.name);
+            PERFORM audit._lock(format('audit.%I', p.name), 'SHARE');
             -- it may have gained an event with a longer period meanwhile
             k := audit._partition_keep(p.name, p.class);
             CONTINUE WHEN k IS NULL OR p.to_at > now() - k;
@@ -476,11 +499,12 @@ BEGIN
         files := files || archive_file;
         total := total + n;
         parts := parts || jsonb_build_object('partition', p.name, 'retention_class', p.class,
-                                             'from', p.from_at, 'to', p.to_at, 'events', n, 'chains', per_chain);
+                                             'from', p.from_at, 'to', p.to_at, 'events', n, 'chains', per_chain,
+                                             'keep', k);
     END LOOP;
     IF dry_run OR cardinality(todo) = 0 THEN
         PERFORM audit._apply_tiers() WHERE NOT dry_run;
-        PERFORM set_config('audit_ext.maintenance', 'off', true);
+        PERFORM audit._end_maintenance();
         RETURN;
     END IF;
 
@@ -517,7 +541,10 @@ BEGIN
     -- transaction never holds a chain while it waits for writers. ONLY: LOCK TABLE would
     -- otherwise go on to every partition, among them the one a writer inserting straight into
     -- it (audit.record) holds while it waits for this parent (a deadlock, measured).
-    LOCK TABLE ONLY audit.events IN ACCESS EXCLUSIVE MODE;
+    FOR i IN 1 .. cardinality(todo) LOOP
+        PERFORM audit._lock(format('audit.%I', todo[i].name), 'ACCESS EXCLUSIVE');
+    END LOOP;
+    PERFORM audit._lock('ONLY audit.events', 'ACCESS EXCLUSIVE');
 
     -- Recorded before anything is dropped, in the hash-chained log itself: audit.verify()
     -- starts each chain from these anchors.
@@ -536,7 +563,7 @@ BEGIN
         UPDATE audit.partitions pt SET dropped_at = now(), dropped_by = ev WHERE pt.name = p.name;
     END LOOP;
     PERFORM audit._apply_tiers();
-    PERFORM set_config('audit_ext.maintenance', 'off', true);
+    PERFORM audit._end_maintenance();
 END
 $$;
 COMMENT ON FUNCTION audit.apply_retention IS

@@ -25,7 +25,7 @@ pub enum AppendError {
     Invalid { field: &'static str, problem: String, fix: &'static str },
     #[error("invalid metadata: it must be a JSON object")]
     MetadataNotObject,
-    #[error("invalid at: an audit event needs a finite timestamp")]
+    #[error("invalid at: an audit event needs a finite timestamp before 294247-01-10 04:00:54.775807 UTC")]
     BadTimestamp,
     #[error("audit event is {size} bytes, over the limit of {limit} bytes (audit_ext.max_event_bytes)")]
     TooLarge { size: usize, limit: i32 },
@@ -81,7 +81,7 @@ fn refuse_change<'a>(
         _ => "this change",
     };
     // audit_ext's own upkeep moving events out of the default partition (sql/retention.sql)
-    if gucs::MAINTENANCE.get() && op == "DELETE" {
+    if chain::in_maintenance() && op == "DELETE" {
         return Ok(None);
     }
     raise(AppendError::AppendOnly { op })
@@ -138,7 +138,9 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
             now
         }
     };
-    if at == i64::MAX || at == i64::MIN {
+    // infinity, and the times from 294247-01-10 04:00:54.775807 UTC on, whose microseconds
+    // since 1970 do not fit the 8 bytes of the hash encoding (docs/hash-format.md)
+    if at == i64::MAX || at == i64::MIN || at.checked_add(crate::hash::PG_EPOCH_OFFSET_US).is_none() {
         return Err(AppendError::BadTimestamp);
     }
 
@@ -191,12 +193,17 @@ unsafe fn restored(td: &pg_sys::TriggerData, row: &Row) -> Result<pg_sys::HeapTu
 /// Actor, IP, session, application and metadata that the caller left NULL come from
 /// `audit.set_context`, else from the session (`session_user`, `inet_client_addr()`, the
 /// backend's session id as in log_line_prefix `%c`, `application_name`).
+///
+/// A context is an application's assertion (say, the end user behind a pool), so every field
+/// taken from it is marked: `metadata.asserted` lists them, and the session's own values sit
+/// next to them (`db_user`, `db_client_ip`, `db_session_id`), so the database role and
+/// connection behind an asserted actor are never lost.
 unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
-    let mut context_actor = false;
+    let mut asserted: Vec<&str> = vec![];
     if row.get(event::ACTOR).is_none() {
         let actor = match gucs::context(&gucs::CONTEXT_ACTOR) {
             Some(v) => {
-                context_actor = true;
+                asserted.push("actor");
                 text(v.to_bytes())
             }
             None => text(session_user().to_bytes()),
@@ -204,28 +211,39 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         row.set(event::ACTOR, actor);
     }
     let (session_id, client_ip) = session_defaults();
+    let client_ip_datum = |b: &Vec<u8>| {
+        let p = pg_sys::palloc(b.len()) as *mut u8;
+        std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+        pg_sys::Datum::from(p)
+    };
     if row.get(event::ACTOR_IP).is_none() {
         let ip = match gucs::context(&gucs::CONTEXT_ACTOR_IP) {
-            Some(v) => call(pg_sys::inet_in, &[pg_sys::Datum::from(v.as_ptr())]),
-            None => client_ip.map(|b| {
-                let p = pg_sys::palloc(b.len()) as *mut u8;
-                std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
-                pg_sys::Datum::from(p)
-            }),
+            Some(v) => {
+                asserted.push("actor_ip");
+                call(pg_sys::inet_in, &[pg_sys::Datum::from(v.as_ptr())])
+            }
+            None => client_ip.as_ref().map(client_ip_datum),
         };
         if let Some(ip) = ip {
             row.set(event::ACTOR_IP, ip);
         }
     }
     if row.get(event::SESSION_ID).is_none() {
-        let sid = gucs::context(&gucs::CONTEXT_SESSION_ID)
-            .map(|v| text(v.to_bytes()))
-            .unwrap_or_else(|| text(session_id.as_bytes()));
+        let sid = match gucs::context(&gucs::CONTEXT_SESSION_ID) {
+            Some(v) => {
+                asserted.push("session_id");
+                text(v.to_bytes())
+            }
+            None => text(session_id.as_bytes()),
+        };
         row.set(event::SESSION_ID, sid);
     }
     if row.get(event::APPLICATION).is_none() {
         let app = match gucs::context(&gucs::CONTEXT_APPLICATION) {
-            Some(v) => Some(text(v.to_bytes())),
+            Some(v) => {
+                asserted.push("application");
+                Some(text(v.to_bytes()))
+            }
             None if !pg_sys::application_name.is_null() && *pg_sys::application_name != 0 => {
                 Some(text(CStr::from_ptr(pg_sys::application_name).to_bytes()))
             }
@@ -235,8 +253,8 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
             row.set(event::APPLICATION, app);
         }
     }
-    // Metadata: the context's keys, then the event's own (which win), then db_user when the
-    // actor came from the context, so that the database role behind a pool is never lost.
+    // Metadata: the context's keys, then the event's own (which win), then the marks of an
+    // asserted context (which win over both: nobody can forge them).
     let meta = row.get(event::METADATA);
     if let Some(m) = meta {
         if !event::jsonb_is_object(m) {
@@ -244,14 +262,29 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         }
     }
     let ctx_meta = gucs::context(&gucs::CONTEXT_METADATA);
-    if ctx_meta.is_some() || context_actor || meta.is_none() {
+    if ctx_meta.is_some() {
+        asserted.push("metadata");
+    }
+    if !asserted.is_empty() || meta.is_none() {
         let mut merged = jsonb(ctx_meta.as_deref().unwrap_or(c"{}"));
+        if !event::jsonb_is_object(merged) {
+            merged = jsonb(c"{}");
+        }
         if let Some(m) = meta {
             merged = concat(merged, m);
         }
-        if context_actor {
-            let user = serde_json::to_string(&session_user().to_string_lossy()).unwrap();
-            let extra = std::ffi::CString::new(format!("{{\"db_user\": {user}}}")).unwrap();
+        if !asserted.is_empty() {
+            let ip = client_ip.as_ref().map(|b| {
+                let s = call(pg_sys::inet_out, &[client_ip_datum(b)]).expect("inet_out returned NULL");
+                CStr::from_ptr(s.cast_mut_ptr()).to_string_lossy().into_owned()
+            });
+            let marks = serde_json::json!({
+                "asserted": asserted,
+                "db_user": session_user().to_string_lossy(),
+                "db_client_ip": ip,
+                "db_session_id": session_id,
+            });
+            let extra = std::ffi::CString::new(marks.to_string()).unwrap();
             merged = concat(merged, jsonb(&extra));
         }
         row.set(event::METADATA, merged);

@@ -24,6 +24,8 @@ pub enum CaptureError {
     NotCaptureTrigger(&'static str),
     #[error("the capture trigger on {table} has invalid arguments: {problem}")]
     BadTriggerArgs { table: String, problem: String },
+    #[error("permission denied to track {table}: {role} may not read it")]
+    MayNotRead { table: String, role: String },
 }
 
 /// Whether DDL capture is on. Read here rather than with `current_setting()` in PL/pgSQL:
@@ -118,8 +120,12 @@ unsafe fn settings(trigger: &pg_sys::Trigger, table: &str) -> Settings {
 finfo_v1!(pg_finfo_audit_capture_rows);
 
 /// `audit.capture_rows()`: the AFTER ... FOR EACH STATEMENT trigger that audit.track() puts on
-/// a table (one per operation). SECURITY DEFINER in SQL: the writer of the table needs no
-/// privilege on audit.events.
+/// a table (one per operation). Two steps, so that no code of the table's owner or writer
+/// runs with elevated rights (src/elevate.rs):
+/// 1. as the role whose statement fired it: the row images (`to_jsonb` of each row, which
+///    runs the output functions and casts of the column types) into a tuplestore;
+/// 2. as the extension's owner, security-restricted: one INSERT ... SELECT of those images
+///    into audit.events (the writer of the table needs no privilege on audit.events).
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -160,37 +166,97 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
     STALE.with(|s| s.borrow_mut().drain(..).for_each(|p| {
         pg_sys::SPI_freeplan(p);
     }));
-    if pg_sys::SPI_register_trigger_data(td) != pg_sys::SPI_OK_TD_REGISTER as i32 {
-        pgrx::error!("audit_ext: registering the transition tables failed");
-    }
-    let pairs = if op == Op::Update { register_pairs(td) } else { std::ptr::null_mut() };
-    let (plan, root, keys) = PLANS.with(|p| {
-        if let Some(e) = p.borrow().get(&(relid, op)) {
-            return (e.plan, e.root, e.keys.clone());
-        }
-        let (root, keys) = table_identity(relid);
-        let plan = prepare(op, keys.len(), !settings.mask.is_empty(), root != relid);
-        p.borrow_mut().insert((relid, op), Entry { plan, root, keys: keys.clone() });
-        (plan, root, keys)
+    // step 1, in the caller's security context
+    let images = if op == Op::Truncate { std::ptr::null_mut() } else { register_images(td, op) };
+    // step 2: audit_ext's own statement over the images (and its reads of audit_ext's
+    // tables: key columns, retention policies), as the extension's owner
+    let rc = crate::elevate::as_owner(|| {
+        let (plan, root, keys) = PLANS.with(|p| {
+            if let Some(e) = p.borrow().get(&(relid, op)) {
+                return (e.plan, e.root, e.keys.clone());
+            }
+            let (root, keys) = table_identity(relid);
+            let plan = prepare(op, keys.len(), !settings.mask.is_empty(), root != relid);
+            p.borrow_mut().insert((relid, op), Entry { plan, root, keys: keys.clone() });
+            (plan, root, keys)
+        });
+        let mut values = [
+            qualified_name(root).into_datum().unwrap(),
+            settings.exclude.into_datum().unwrap(),
+            settings.mask.into_datum().unwrap(),
+            keys.into_datum().unwrap(),
+            settings.skip_unchanged.into_datum().unwrap(),
+            qualified_name(relid).into_datum().unwrap(),
+            pg_sys::Datum::from(crate::retention::class_of(op.action())),
+        ];
+        let nulls = [b' ' as c_char; 7];
+        pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0)
     });
-    let mut values = [
-        qualified_name(root).into_datum().unwrap(),
-        settings.exclude.into_datum().unwrap(),
-        settings.mask.into_datum().unwrap(),
-        keys.into_datum().unwrap(),
-        settings.skip_unchanged.into_datum().unwrap(),
-        qualified_name(relid).into_datum().unwrap(),
-        pg_sys::Datum::from(crate::retention::class_of(op.action())),
-    ];
-    let nulls = [b' ' as c_char; 7];
-    let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
     if rc != pg_sys::SPI_OK_INSERT as i32 {
         pgrx::error!("audit_ext: recording the captured rows failed ({rc})");
     }
-    if !pairs.is_null() {
-        pg_sys::tuplestore_end(pairs);
+    if !images.is_null() {
+        pg_sys::tuplestore_end(images);
     }
     pg_sys::SPI_finish();
+    pg_sys::Datum::from(0)
+}
+
+finfo_v1!(pg_finfo_audit_track);
+
+/// `audit.track(tbl, exclude_columns, mask_columns, operations, skip_unchanged)`: checks, for
+/// the real caller, that it may read the table (SELECT on it or membership in its owner, and
+/// USAGE on its schema): tracking copies the table's rows into the log, which the caller's
+/// readers then see. Then runs `audit._track(...)` (sql/capture_rows.sql, executable by the
+/// extension's owner only) as the owner. A C function, not SECURITY DEFINER, because only
+/// before the switch is the caller known.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn audit_track(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let args = (*fcinfo).args.as_slice(5);
+    if !args[0].isnull {
+        let user = pg_sys::GetUserId();
+        let relid = pg_sys::Oid::from(args[0].value.value() as u32);
+        let may = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT (pg_catalog.has_table_privilege($1, c.oid, 'SELECT') \
+                             OR pg_catalog.pg_has_role($1, c.relowner, 'USAGE')) \
+                            AND pg_catalog.has_schema_privilege($1, c.relnamespace, 'USAGE') \
+                     FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $2",
+                    Some(1),
+                    &[user.into(), relid.into()],
+                )
+                .ok()
+                .and_then(|r| r.first().get_one::<bool>().ok().flatten())
+        });
+        if may == Some(false) {
+            let role = CStr::from_ptr(pg_sys::GetUserNameFromId(user, false)).to_string_lossy().into_owned();
+            raise(CaptureError::MayNotRead { table: qualified_name(relid), role });
+        }
+    }
+    let types = [pg_sys::REGCLASSOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::BOOLOID];
+    let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.value).collect();
+    let nulls: Vec<c_char> = args.iter().map(|a| if a.isnull { b'n' } else { b' ' } as c_char).collect();
+    crate::elevate::as_owner(|| {
+        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+            pgrx::error!("audit_ext: SPI_connect failed");
+        }
+        let mut t = types;
+        let rc = pg_sys::SPI_execute_with_args(
+            c"SELECT audit._track($1, $2, $3, $4, $5)".as_ptr(),
+            5,
+            t.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            false,
+            1,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            pgrx::error!("audit_ext: audit._track failed ({rc})");
+        }
+        pg_sys::SPI_finish();
+    });
     pg_sys::Datum::from(0)
 }
 
@@ -213,23 +279,22 @@ unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys
     let image = |x: &str| if masked { format!("audit._mask({x}, $3)") } else { x.to_string() };
     let cols = "INSERT INTO audit.events (retention_class, action, module, object_type, object_name, object_id, old, new)";
     let sql = match op {
+        // audit_images (register_images) holds each row's images: o the old, n the new
         Op::Insert => format!(
             "{cols} SELECT $7, 'row.insert', 'capture', 'table', $1, {}, NULL, {} \
-             FROM (SELECT to_jsonb(t) AS j FROM audit_new t OFFSET 0) n",
+             FROM (SELECT i.n AS j FROM audit_images i OFFSET 0) n",
             key("n.j"),
             image("(n.j - $2)")
         ),
         Op::Delete => format!(
             "{cols} SELECT $7, 'row.delete', 'capture', 'table', $1, {}, {}, NULL \
-             FROM (SELECT to_jsonb(t) AS j FROM audit_old t OFFSET 0) o",
+             FROM (SELECT i.o AS j FROM audit_images i OFFSET 0) o",
             key("o.j"),
             image("(o.j - $2)")
         ),
-        // audit_pairs (register_pairs) holds each old row next to its new row.
         Op::Update => format!(
             "{cols} SELECT $7, 'row.update', 'capture', 'table', $1, {}, {}, {} \
-             FROM (SELECT oj - $2 AS ox, nj - $2 AS nx, nj \
-                   FROM (SELECT to_jsonb(p.o) AS oj, to_jsonb(p.n) AS nj FROM audit_pairs p OFFSET 0) s OFFSET 0) u \
+             FROM (SELECT i.o - $2 AS ox, i.n - $2 AS nx, i.n AS nj FROM audit_images i OFFSET 0) u \
              WHERE NOT $5 OR u.ox IS DISTINCT FROM u.nx",
             key("u.nj"),
             image("u.ox"),
@@ -253,41 +318,84 @@ unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys
     crate::spi::kept_plan(&sql, &types)
 }
 
-/// For an UPDATE: registers `audit_pairs(o, n)`, both of the table's row type, holding the
-/// n-th row of the old transition table next to the n-th row of the new one. PostgreSQL
-/// appends to both in one step per row, so reading them in step pairs each row's images.
-/// Pairing them in SQL instead (row_number() on each side, then a join) sorted both sides and
-/// took 2.1 s for a 100,000-row UPDATE that this captures in 1.4 s (measured here).
-unsafe fn register_pairs(td: *mut pg_sys::TriggerData) -> *mut pg_sys::Tuplestorestate {
+/// Step 1 of capture, in the caller's security context: registers `audit_images(o, n)`, two
+/// jsonb columns holding `to_jsonb` of each old row (UPDATE, DELETE) and each new row
+/// (INSERT, UPDATE), the n-th old row next to the n-th new one. PostgreSQL appends to both
+/// transition tables in one step per row, so reading them in step pairs each row's images
+/// (pairing them in SQL instead, row_number() on each side and a join, sorted both sides and
+/// took 2.1 s for a 100,000-row UPDATE that this captures in 1.4 s, measured here).
+/// `to_jsonb` is called directly (no SQL, no name lookup), so the only code of others it runs
+/// is the column types' own output functions and casts, as the caller.
+unsafe fn register_images(td: *mut pg_sys::TriggerData, op: Op) -> *mut pg_sys::Tuplestorestate {
     let rel = (*td).tg_relation;
     let rowdesc = (*rel).rd_att;
     let reltype = (*(*rel).rd_rel).reltype;
     let desc = pg_sys::CreateTemplateTupleDesc(2);
-    pg_sys::TupleDescInitEntry(desc, 1, c"o".as_ptr(), reltype, -1, 0);
-    pg_sys::TupleDescInitEntry(desc, 2, c"n".as_ptr(), reltype, -1, 0);
+    pg_sys::TupleDescInitEntry(desc, 1, c"o".as_ptr(), pg_sys::JSONBOID, -1, 0);
+    pg_sys::TupleDescInitEntry(desc, 2, c"n".as_ptr(), pg_sys::JSONBOID, -1, 0);
     let store = pg_sys::tuplestore_begin_heap(false, false, pg_sys::work_mem);
-    let sources = [(*td).tg_oldtable, (*td).tg_newtable];
+    // to_jsonb(anyelement) learns its argument's type from the call expression
+    let mut flinfo: pg_sys::FmgrInfo = std::mem::zeroed();
+    let to_jsonb = pg_sys::fmgr_internal_function(c"to_jsonb".as_ptr());
+    pg_sys::fmgr_info(to_jsonb, &mut flinfo);
+    let arg = pg_sys::makeNullConst(reltype, -1, pg_sys::InvalidOid);
+    let args = pg_sys::lappend(std::ptr::null_mut(), arg.cast());
+    flinfo.fn_expr = pg_sys::makeFuncExpr(
+        to_jsonb,
+        pg_sys::JSONBOID,
+        args,
+        pg_sys::InvalidOid,
+        pg_sys::InvalidOid,
+        pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+    )
+    .cast();
+    let sources = [
+        if op == Op::Insert { std::ptr::null_mut() } else { (*td).tg_oldtable },
+        if op == Op::Delete { std::ptr::null_mut() } else { (*td).tg_newtable },
+    ];
     let slots = sources.map(|_| pg_sys::MakeSingleTupleTableSlot(rowdesc, &pg_sys::TTSOpsMinimalTuple));
     // Our own read pointers, as NamedTuplestoreScan takes: other readers keep their positions.
-    let pointers = sources.map(|ts| pg_sys::tuplestore_alloc_read_pointer(ts, pg_sys::EXEC_FLAG_REWIND as i32));
-    for (ts, ptr) in sources.iter().zip(pointers) {
-        pg_sys::tuplestore_select_read_pointer(*ts, ptr);
-        pg_sys::tuplestore_rescan(*ts);
-    }
-    let next = |i: usize| {
+    let pointers = sources.map(|ts| {
+        if ts.is_null() {
+            return 0;
+        }
+        let p = pg_sys::tuplestore_alloc_read_pointer(ts, pg_sys::EXEC_FLAG_REWIND as i32);
+        pg_sys::tuplestore_select_read_pointer(ts, p);
+        pg_sys::tuplestore_rescan(ts);
+        p
+    });
+    // next image of side i: Some(None) when that side is absent, None when it is exhausted
+    let mut next = |i: usize, values: &mut [pg_sys::Datum; 2], nulls: &mut [bool; 2]| -> bool {
+        if sources[i].is_null() {
+            nulls[i] = true;
+            return true;
+        }
         pg_sys::tuplestore_select_read_pointer(sources[i], pointers[i]);
-        pg_sys::tuplestore_gettupleslot(sources[i], true, false, slots[i])
+        if !pg_sys::tuplestore_gettupleslot(sources[i], true, false, slots[i]) {
+            return false;
+        }
+        let row = pg_sys::ExecFetchSlotHeapTupleDatum(slots[i]);
+        values[i] = pg_sys::FunctionCall1Coll(&mut flinfo, pg_sys::InvalidOid, row);
+        nulls[i] = false;
+        true
     };
-    // Each row's composite datums are made in a context reset every 1,000 rows (the
-    // tuplestore keeps its own copy, spilling to disk past work_mem).
-    let mut rows = PgMemoryContexts::new("audit_ext capture pairs");
+    // Each row's datums are made in a context reset every 1,000 rows (the tuplestore keeps
+    // its own copy, spilling to disk past work_mem).
+    let mut rows = PgMemoryContexts::new("audit_ext capture images");
     let mut n = 0usize;
-    while next(0) && next(1) {
-        rows.switch_to(|_| {
-            let mut values = slots.map(|slot| pg_sys::ExecFetchSlotHeapTupleDatum(slot));
-            let mut nulls = [false; 2];
+    loop {
+        let more = rows.switch_to(|_| {
+            let mut values = [pg_sys::Datum::from(0); 2];
+            let mut nulls = [true; 2];
+            if !(next(0, &mut values, &mut nulls) && next(1, &mut values, &mut nulls)) {
+                return false;
+            }
             pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            true
         });
+        if !more {
+            break;
+        }
         n += 1;
         if n % 1000 == 0 {
             rows.reset();
@@ -297,14 +405,14 @@ unsafe fn register_pairs(td: *mut pg_sys::TriggerData) -> *mut pg_sys::Tuplestor
         pg_sys::ExecDropSingleTupleTableSlot(slot);
     }
     let enr = pg_sys::palloc0(std::mem::size_of::<pg_sys::EphemeralNamedRelationData>()) as *mut pg_sys::EphemeralNamedRelationData;
-    (*enr).md.name = pg_sys::pstrdup(c"audit_pairs".as_ptr());
+    (*enr).md.name = pg_sys::pstrdup(c"audit_images".as_ptr());
     (*enr).md.reliddesc = pg_sys::InvalidOid;
     (*enr).md.tupdesc = desc;
     (*enr).md.enrtype = pg_sys::EphemeralNameRelationType::ENR_NAMED_TUPLESTORE;
     (*enr).md.enrtuples = n as f64;
     (*enr).reldata = store as *mut std::ffi::c_void;
     if pg_sys::SPI_register_relation(enr) != pg_sys::SPI_OK_REL_REGISTER as i32 {
-        pgrx::error!("audit_ext: registering the update pairs failed");
+        pgrx::error!("audit_ext: registering the row images failed");
     }
     store
 }
@@ -410,6 +518,12 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
                 json!((*(arg as *mut pg_sys::Boolean)).boolval)
             } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_Integer {
                 json!((*(arg as *mut pg_sys::Integer)).ival)
+            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_List {
+                let items = pgrx::PgList::<pg_sys::Node>::from_pg(arg as *mut pg_sys::List);
+                json!(items
+                    .iter_ptr()
+                    .map(|n| if (*n).type_ == pg_sys::NodeTag::T_RoleSpec { role_spec_name(n as *mut pg_sys::RoleSpec) } else { "(list)".into() })
+                    .collect::<Vec<_>>())
             } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_String {
                 json!(cstr((*(arg as *mut pg_sys::String)).sval))
             } else {
@@ -422,11 +536,50 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
     match (*node).type_ {
         pg_sys::NodeTag::T_CreateRoleStmt => {
             let s = node as *mut pg_sys::CreateRoleStmt;
-            vec![("role.create".into(), cstr((*s).role), json!({"options": options((*s).options)}))]
+            let role = cstr((*s).role);
+            let mut out = vec![("role.create".to_string(), role.clone(), json!({"options": options((*s).options)}))];
+            // memberships the statement grants: IN ROLE g (role joins g), ROLE/ADMIN u (u joins role)
+            for (name, list) in role_lists((*s).options) {
+                match name.as_str() {
+                    "addroleto" => out.extend(list.iter().map(|g| grant_event(true, &role, g, false))),
+                    "rolemembers" | "adminmembers" => {
+                        out.extend(list.iter().map(|m| grant_event(true, m, &role, name == "adminmembers")))
+                    }
+                    _ => {}
+                }
+            }
+            out
         }
         pg_sys::NodeTag::T_AlterRoleStmt => {
             let s = node as *mut pg_sys::AlterRoleStmt;
-            vec![("role.alter".into(), spec((*s).role), json!({"options": options((*s).options)}))]
+            let role = spec((*s).role);
+            let members: Vec<String> = role_lists((*s).options)
+                .into_iter()
+                .filter(|(n, _)| n == "rolemembers")
+                .flat_map(|(_, l)| l)
+                .collect();
+            if !members.is_empty() {
+                // ALTER GROUP role ADD USER / DROP USER members: action +1 adds, -1 drops
+                let grant = (*s).action >= 0;
+                return members.iter().map(|m| grant_event(grant, m, &role, false)).collect();
+            }
+            vec![("role.alter".into(), role, json!({"options": options((*s).options)}))]
+        }
+        pg_sys::NodeTag::T_AlterSystemStmt => {
+            let s = node as *mut pg_sys::AlterSystemStmt;
+            let set = (*s).setstmt;
+            let setting = if set.is_null() || (*set).name.is_null() { "ALL".into() } else { cstr((*set).name) };
+            vec![("setting.alter_system".into(), setting.clone(), json!({"setting": setting, "scope": "system"}))]
+        }
+        pg_sys::NodeTag::T_AlterDatabaseSetStmt => {
+            let s = node as *mut pg_sys::AlterDatabaseSetStmt;
+            let set = (*s).setstmt;
+            let setting = if set.is_null() || (*set).name.is_null() { "ALL".into() } else { cstr((*set).name) };
+            vec![(
+                "setting.alter_database".into(),
+                setting.clone(),
+                json!({"setting": setting, "scope": "database", "database": cstr((*s).dbname)}),
+            )]
         }
         pg_sys::NodeTag::T_AlterRoleSetStmt => {
             let s = node as *mut pg_sys::AlterRoleSetStmt;
@@ -463,9 +616,56 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
     }
 }
 
+/// The role lists among CREATE/ALTER ROLE options (`addroleto`, `rolemembers`,
+/// `adminmembers`): (option name, role names).
+unsafe fn role_lists(l: *mut pg_sys::List) -> Vec<(String, Vec<String>)> {
+    let mut out = vec![];
+    for d in pgrx::PgList::<pg_sys::DefElem>::from_pg(l).iter_ptr() {
+        let name = CStr::from_ptr((*d).defname).to_string_lossy().into_owned();
+        let arg = (*d).arg;
+        if matches!(name.as_str(), "addroleto" | "rolemembers" | "adminmembers")
+            && !arg.is_null()
+            && (*arg).type_ == pg_sys::NodeTag::T_List
+        {
+            let names = pgrx::PgList::<pg_sys::RoleSpec>::from_pg(arg as *mut pg_sys::List)
+                .iter_ptr()
+                .map(|r| role_spec_name(r))
+                .collect();
+            out.push((name, names));
+        }
+    }
+    out
+}
+
+unsafe fn role_spec_name(r: *mut pg_sys::RoleSpec) -> String {
+    if r.is_null() {
+        return String::new();
+    }
+    match (*r).roletype {
+        pg_sys::RoleSpecType::ROLESPEC_CSTRING if !(*r).rolename.is_null() => {
+            CStr::from_ptr((*r).rolename).to_string_lossy().into_owned()
+        }
+        pg_sys::RoleSpecType::ROLESPEC_CURRENT_ROLE => "CURRENT_ROLE".into(),
+        pg_sys::RoleSpecType::ROLESPEC_CURRENT_USER => "CURRENT_USER".into(),
+        pg_sys::RoleSpecType::ROLESPEC_SESSION_USER => "SESSION_USER".into(),
+        _ => "PUBLIC".into(),
+    }
+}
+
+/// A `role.grant` / `role.revoke` event: `member` gains or loses membership in `group`, in
+/// the form GRANT records it (the grantee as the object, the roles granted in `new`).
+fn grant_event(grant: bool, member: &str, group: &str, admin: bool) -> (String, String, serde_json::Value) {
+    let action = if grant { "role.grant" } else { "role.revoke" };
+    (action.into(), member.into(), serde_json::json!({"roles": [group], "admin_option": admin}))
+}
+
 /// Records role events in the current database, when audit_ext is installed in it (and not
-/// being created: its script creates roles before audit.events exists) and DDL capture is on. Inserted as the bootstrap superuser: the role running CREATE ROLE needs no
-/// privilege on audit.events (the actor recorded is still the session user).
+/// being created: its script creates roles before audit.events exists) and DDL capture is on.
+/// Inserted as the extension's owner (the role running CREATE ROLE needs no privilege on
+/// audit.events; the actor recorded is still the session user) through [`crate::elevate`]:
+/// pinned search path, typed parameters, a security-restricted operation. Any login role can
+/// reach this hook (`ALTER ROLE CURRENT_USER PASSWORD ...`), so nothing here may resolve a
+/// name through the caller's path or run the caller's code.
 unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
     if !gucs::capturing_ddl()
         || !pg_sys::IsTransactionState()
@@ -474,20 +674,23 @@ unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
     {
         return;
     }
-    let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
-    pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-    pg_sys::SetUserIdAndSecContext(
-        pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-        sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-    );
-    for (action, role, new) in events {
-        Spi::run_with_args(
-            "SELECT audit._event($1, 'role', 'role', $2, $2, NULL, $3::jsonb)",
-            &[action.into(), role.into(), new.to_string().into()],
-        )
-        .unwrap_or_else(|e| pgrx::error!("audit_ext: recording a role change failed: {e}"));
-    }
-    pg_sys::SetUserIdAndSecContext(user, sec);
+    crate::elevate::as_owner(|| {
+        for (action, role, new) in events {
+            let module = if action.starts_with("setting.") { "ddl" } else { "role" };
+            let object_type = if action.starts_with("setting.") { "setting" } else { "role" };
+            Spi::run_with_args(
+                "SELECT audit._event($1, $2, $3, $4, $4, NULL, $5)",
+                &[
+                    action.as_str().into(),
+                    module.into(),
+                    object_type.into(),
+                    role.as_str().into(),
+                    pgrx::JsonB(new).into(),
+                ],
+            )
+            .unwrap_or_else(|e| pgrx::error!("audit_ext: recording a role change failed: {e}"));
+        }
+    });
 }
 
 /// `audit.status()`: what is active in this session, for operators and auditors.

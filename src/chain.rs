@@ -15,6 +15,7 @@
 //! never punches holes into another class's: a transaction writing events of two classes
 //! holds one chain of each.
 
+use crate::error::raise;
 use crate::gucs;
 use pgrx::pg_sys;
 use std::cell::RefCell;
@@ -27,9 +28,19 @@ pub const CLASS_STRIDE: i32 = 1000;
 /// holding a writer's chain while waiting for the table lock that writer held).
 pub const MAINTENANCE_CHAIN: i32 = 999;
 
-/// First key of the two-key advisory lock (`pg_advisory_xact_lock(1096107092, chain)`),
-/// 'AUDT' in ASCII. Visible in pg_locks as classid 1096107092, objid = chain.
+/// The chain and maintenance locks: advisory lock tags that no SQL function can produce, so
+/// that no role (PUBLIC included) can take one and make writers wait. `pg_advisory_*` always
+/// set the tag's fourth field to 1 (one bigint key) or 2 (two integer keys); ours is 3. Visible
+/// in `pg_locks` as locktype advisory, classid 1096107092 ('AUDT'), objid = chain (4294967295
+/// for maintenance), objsubid 3.
 pub const LOCK_KEY: i32 = 0x4155_4454;
+const LOCK_FIELD4: u16 = 3;
+/// objid of the maintenance lock: one retention or partition function at a time.
+const MAINTENANCE_LOCK: u32 = u32::MAX;
+/// How long a writer waits when every chain of its class is held, before it gives up with
+/// 55P03. With chains beyond `audit_ext.chains` taken when those are busy, this happens only
+/// when 999 transactions of one class hold a chain each.
+const CHAIN_WAIT_US: i64 = 10_000_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Tail {
@@ -47,6 +58,9 @@ struct XactState {
 
 thread_local! {
     static STATE: RefCell<XactState> = RefCell::new(XactState::default());
+    /// Set by `audit._begin_maintenance()` for the rest of the transaction (or until the
+    /// subtransaction it began in aborts): the subtransaction id it began in.
+    static MAINTENANCE: std::cell::Cell<Option<pg_sys::SubTransactionId>> = const { std::cell::Cell::new(None) };
     static HEAD_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
 }
 
@@ -71,17 +85,20 @@ pub fn advance(class: i32, seq: i64, hash: [u8; 32]) {
 }
 
 /// Tries every chain starting from one picked by backend pid, so concurrent writers spread
-/// out; only when all are busy does it wait, on its own pick. A transaction holds one chain
-/// lock per class it writes, so chain locks can deadlock only when a transaction waits for a
-/// class all of whose chains are held by transactions waiting in turn (PostgreSQL's deadlock
-/// detector then cancels one, SQLSTATE 40P01).
+/// out. When all `audit_ext.chains` are held (by busy writers, or by sessions idle in a
+/// transaction), it takes one of the chains beyond them instead of waiting, so that no number
+/// of open transactions a role can keep makes other writers queue; only when all 999 chains
+/// of the class are held does it wait, for at most [`CHAIN_WAIT_US`], and then fails with
+/// 55P03. A transaction holds one chain lock per class it writes.
 unsafe fn take_chain(class: i32) -> Tail {
     let base = class.saturating_mul(CLASS_STRIDE);
-    if gucs::MAINTENANCE.get() {
+    if in_maintenance() {
         // audit_ext's own retention and partition functions hold strong table locks that
         // writers wait for while holding their chain: they record on a chain of their own.
         let chain = base + MAINTENANCE_CHAIN;
-        lock(chain, true);
+        if !lock(chain as u32, true) {
+            raise(ChainError::Busy { class });
+        }
         let (seq, hash) = read_head(chain, class);
         return Tail { chain, seq, hash };
     }
@@ -89,25 +106,123 @@ unsafe fn take_chain(class: i32) -> Tail {
     let first = (pg_sys::MyProcPid as u32 % n as u32) as i32;
     let chain = (0..n)
         .map(|i| base + (first + i) % n)
-        .find(|&c| lock(c, false))
+        .chain((n..MAINTENANCE_CHAIN).map(|i| base + i))
+        .find(|&c| lock(c as u32, false))
         .unwrap_or_else(|| {
-            lock(base + first, true);
-            base + first
+            let deadline = pg_sys::GetCurrentTimestamp() + CHAIN_WAIT_US;
+            loop {
+                if let Some(c) = (0..n).map(|i| base + (first + i) % n).find(|&c| lock(c as u32, false)) {
+                    break c;
+                }
+                if pg_sys::GetCurrentTimestamp() > deadline {
+                    raise(ChainError::Busy { class });
+                }
+                pg_sys::pg_usleep(10_000);
+                pgrx::check_for_interrupts!();
+            }
         });
     let (seq, hash) = read_head(chain, class);
     Tail { chain, seq, hash }
 }
 
-unsafe fn lock(chain: i32, wait: bool) -> bool {
+unsafe fn tag(objid: u32) -> pg_sys::LOCKTAG {
     let mut tag: pg_sys::LOCKTAG = std::mem::zeroed();
     tag.locktag_field1 = pg_sys::MyDatabaseId.to_u32();
     tag.locktag_field2 = LOCK_KEY as u32;
-    tag.locktag_field3 = chain as u32;
-    tag.locktag_field4 = 2;
+    tag.locktag_field3 = objid;
+    tag.locktag_field4 = LOCK_FIELD4;
     tag.locktag_type = pg_sys::LockTagType::LOCKTAG_ADVISORY as u8;
     tag.locktag_lockmethodid = 2; // USER_LOCKMETHOD
+    tag
+}
+
+/// Takes the transaction-level lock `objid` (a chain, or [`MAINTENANCE_LOCK`]). When `wait`,
+/// waits as any lock does (lock_timeout and statement_timeout apply).
+unsafe fn lock(objid: u32, wait: bool) -> bool {
+    let tag = tag(objid);
     let r = pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, !wait);
     r != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum ChainError {
+    #[error("every hash chain of retention class {class} is held by another open transaction")]
+    Busy { class: i32 },
+    #[error("the stored hash {what} of chain {chain} is {len} bytes long, not 32: the log was edited")]
+    BadHead { chain: i32, what: &'static str, len: usize },
+    #[error("audit._begin_maintenance() is internal to audit_ext")]
+    NotInternal,
+}
+
+impl crate::error::SqlError for ChainError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        match self {
+            ChainError::Busy { .. } => pgrx::PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+            ChainError::BadHead { .. } => pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            ChainError::NotInternal => pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ChainError::Busy { .. } => "Commit or roll back the transactions that recorded events and stay open (see pg_stat_activity, state 'idle in transaction'), then retry.".into(),
+            ChainError::BadHead { .. } => "Run audit.verify() to see what was changed; new events cannot be chained to a damaged head.".into(),
+            ChainError::NotInternal => "audit_ext's own retention and partition functions enter maintenance; call those (audit.apply_retention(), audit.ensure_partitions(), ...).".into(),
+        })
+    }
+}
+
+/// Whether this transaction is in audit_ext's maintenance (retention, partition upkeep): the
+/// one state in which the guards let partitions be created, attached, dropped and events be
+/// moved out of the default partition. Not a setting: only [`begin_maintenance`] enters it.
+pub fn in_maintenance() -> bool {
+    MAINTENANCE.get().is_some()
+}
+
+/// `audit._begin_maintenance()`: one maintenance at a time (waits for the maintenance lock,
+/// as bounded by lock_timeout), and the guards stand aside for audit_ext's own partition work
+/// until the transaction ends or `audit._end_maintenance()`. Only from inside a SECURITY
+/// DEFINER function run by the extension's owner (audit_ext's retention and partition
+/// functions): a session calling it directly, a superuser's included, is refused.
+#[pgrx::pg_extern(volatile, parallel_unsafe, name = "_begin_maintenance")]
+fn begin_maintenance() {
+    unsafe {
+        let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+        if sec & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 == 0 || user != crate::elevate::extension_owner() {
+            raise(ChainError::NotInternal);
+        }
+        lock(MAINTENANCE_LOCK, true);
+        if MAINTENANCE.get().is_none() {
+            MAINTENANCE.set(Some(pg_sys::GetCurrentSubTransactionId()));
+        }
+    }
+}
+
+/// `audit._try_maintenance()`: like `_begin_maintenance()` without waiting; false when
+/// another maintenance is running (the partition worker then has nothing to do).
+#[pgrx::pg_extern(volatile, parallel_unsafe, name = "_try_maintenance")]
+fn try_maintenance() -> bool {
+    unsafe {
+        let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+        if user != crate::elevate::extension_owner() && !pg_sys::superuser() {
+            raise(ChainError::NotInternal);
+        }
+        lock(MAINTENANCE_LOCK, false)
+    }
+}
+
+/// `audit._end_maintenance()`: the guards apply again (the lock is kept to the end of the
+/// transaction).
+#[pgrx::pg_extern(volatile, parallel_unsafe, name = "_end_maintenance")]
+fn end_maintenance() {
+    MAINTENANCE.set(None);
+}
+
+/// `audit._in_maintenance()`: for the guards in SQL (sql/capture.sql).
+#[pgrx::pg_extern(stable, parallel_safe, name = "_in_maintenance")]
+fn in_maintenance_sql() -> bool {
+    in_maintenance()
 }
 
 /// Last (seq, hash) of `chain` as of now, not as of the transaction snapshot: the last event
@@ -153,9 +268,10 @@ unsafe fn read_head(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
         let mut isnull = false;
         let seq = pg_sys::SPI_getbinval(row, tt.tupdesc, 1, &mut isnull);
         let hash = pg_sys::SPI_getbinval(row, tt.tupdesc, 2, &mut isnull);
-        let mut h = [0u8; 32];
         let b = crate::event::bytes(hash);
-        h.copy_from_slice(&b[..32.min(b.len())]);
+        let h: [u8; 32] = b.try_into().unwrap_or_else(|_| {
+            raise(ChainError::BadHead { chain, what: "at its head (an event or a retention anchor)", len: b.len() })
+        });
         head = (seq.value() as i64, Some(h));
     }
     pg_sys::SPI_finish();
@@ -174,6 +290,7 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
             | XACT_EVENT_PARALLEL_ABORT
     ) {
         STATE.with(|s| *s.borrow_mut() = XactState::default());
+        MAINTENANCE.set(None);
     }
 }
 
@@ -198,6 +315,9 @@ unsafe extern "C-unwind" fn subxact_callback(
                 }
             }
             SUBXACT_EVENT_ABORT_SUB => {
+                if MAINTENANCE.get().is_some_and(|m| m >= my_subid) {
+                    MAINTENANCE.set(None);
+                }
                 if let Some(pos) = s.saved.iter().rposition(|(id, _)| *id == my_subid) {
                     let t = std::mem::take(&mut s.saved[pos].1);
                     s.saved.truncate(pos);

@@ -43,9 +43,8 @@ impl SqlError for AppendError {
         match self {
             AppendOnly { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Generated { .. } => PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
-            Invalid { .. } | MetadataNotObject | BadTimestamp => {
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            Invalid { .. } | MetadataNotObject => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            BadTimestamp => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
             TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             WrongTable { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             RestoredMismatch { .. } => PgSqlErrorCode::ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,
@@ -79,7 +78,7 @@ impl SqlError for RecordError {
     }
     fn hint(&self) -> Option<String> {
         Some(match self {
-            RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, or pass local => false to keep the context for the whole session.".into(),
+            RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, as its first statement: that is safe with every connection pooler. local => false keeps the context for the whole session, so use it only on a connection no other client shares (never under transaction pooling, where the next client would inherit it).".into(),
             RecordError::BadContext(_) => "Pass a JSON object as metadata.".into(),
             RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role, alert and retention mark events audit_ext recorded itself.".into(),
         })
@@ -120,12 +119,14 @@ impl SqlError for CaptureError {
         match self {
             CaptureError::NotCaptureTrigger(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             CaptureError::BadTriggerArgs { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            CaptureError::MayNotRead { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
     fn hint(&self) -> Option<String> {
         Some(match self {
             CaptureError::NotCaptureTrigger(_) => "Start capture with audit.track(tbl); do not attach audit.capture_rows() by hand.".into(),
             CaptureError::BadTriggerArgs { .. } => "Run audit.track() on the table again to rebuild its capture triggers.".into(),
+            CaptureError::MayNotRead { table, role } => format!("Tracking copies the rows into the log. Its owner can GRANT SELECT ON {table} TO {role} (and USAGE on its schema), or call audit.track() itself."),
         })
     }
 }

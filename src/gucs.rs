@@ -68,19 +68,17 @@ impl PartitionPeriod {
 /// Superuser-only: the worker runs as the bootstrap superuser.
 pub static PARTITION_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
 
-/// Set (transaction-local) by audit_ext's own partition upkeep and retention: lets them move
-/// rows out of the default partition, attach, drop and move partitions, which the guards
-/// refuse to everybody else. Superuser-only and hidden: the functions that set it run as the
-/// extension's owner.
-pub static MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
-
 /// Whether DDL, role and row capture are on now: on, and not restoring a dump.
 pub fn capturing_ddl() -> bool {
     CAPTURE_DDL.get() && !RESTORE.get()
 }
 
 /// Who is acting, as set by `audit.set_context` (these are its storage: GUCs give us SET LOCAL
-/// semantics, savepoint rollback and DISCARD ALL for connection pools).
+/// semantics, savepoint rollback and DISCARD ALL for connection pools). Superuser-only, so that
+/// `SET audit_ext.context_actor = ...` by any other role is refused: only `audit.set_context`
+/// (granted to audit_writer), which sets them from C with superuser context, asserts a context.
+/// A value a non-superuser set as a placeholder before the library loaded is discarded when it
+/// loads (PostgreSQL re-applies placeholders with the privileges of the role that set them).
 pub static CONTEXT_ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONTEXT_ACTOR_IP: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONTEXT_SESSION_ID: GucSetting<Option<CString>> =
@@ -142,21 +140,13 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(
-        c"audit_ext.maintenance",
-        c"Internal: set by audit_ext's own partition upkeep and retention.",
-        c"Lets audit_ext's functions move, attach, drop and move partitions of audit.events. Never set it by hand.",
-        &MAINTENANCE,
-        GucContext::Suset,
-        GucFlags::NO_SHOW_ALL,
-    );
     let ctx = |name, short, setting| {
         GucRegistry::define_string_guc(
             name,
             short,
             c"Set through audit.set_context(); read when an event is recorded.",
             setting,
-            GucContext::Userset,
+            GucContext::Suset,
             GucFlags::NO_SHOW_ALL,
         )
     };

@@ -22,6 +22,7 @@ mod append;
 mod capture;
 mod chain;
 mod diff;
+mod elevate;
 mod error;
 mod event;
 mod gucs;
@@ -54,7 +55,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",
-    requires = ["capture_rows", capture::capture_ddl_enabled, capture::restoring]
+    requires = ["capture_rows", capture::capture_ddl_enabled, capture::restoring, chain::in_maintenance_sql]
 );
 extension_sql_file!(
     "../sql/alerts.sql",
@@ -69,13 +70,21 @@ extension_sql_file!(
         retention::retention_class,
         retention::check_pattern,
         retention::retention_changed,
-        retention::partition_period
+        retention::partition_period,
+        chain::begin_maintenance,
+        chain::end_maintenance,
+        chain::try_maintenance
     ]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Never a Rust backtrace in a client-visible message: pgrx puts a captured backtrace into
+    // the DETAIL of errors, and captures one whenever RUST_BACKTRACE is set in the server's
+    // environment (a systemd unit may set it). RUST_LIB_BACKTRACE=0 turns capturing off (it
+    // takes precedence); panics still print to the server log as RUST_BACKTRACE says.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     gucs::init();
     chain::init();
     capture::init();

@@ -178,7 +178,8 @@ pub unsafe extern "C-unwind" fn audit_set_context(fcinfo: pg_sys::FunctionCallIn
         pg_sys::set_config_option(
             name.as_ptr(),
             value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
+            // the settings are superuser-only: this function is the one way others set them
+            pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_SESSION,
             if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET },
             true,

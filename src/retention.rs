@@ -287,7 +287,7 @@ pub extern "C-unwind" fn audit_ext_partition_worker(arg: pg_sys::Datum) {
     BackgroundWorker::transaction(|| {
         // Another worker or a retention function is at it: nothing to add, and no worker
         // should queue behind it holding a max_worker_processes slot.
-        if Spi::get_one::<bool>("SELECT pg_try_advisory_xact_lock(1096107092, -1)") != Ok(Some(true)) {
+        if Spi::get_one::<bool>("SELECT audit._try_maintenance()") != Ok(Some(true)) {
             return;
         }
         Spi::run("SET LOCAL lock_timeout = '5s'").ok();

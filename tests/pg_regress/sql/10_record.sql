@@ -25,8 +25,10 @@ SELECT audit.record('after.commit');
 -- Without context: session_user, inet_client_addr() (NULL over a Unix socket), the backend's
 -- session id (log_line_prefix %c) and application_name.
 SELECT action, actor, actor_ip, CASE WHEN session_id ~ '^[0-9a-f]+\.[0-9a-f]+$' THEN '<backend>'
-       ELSE session_id END AS session_id, application, metadata - 'db_user' AS metadata,
-       metadata->>'db_user' = session_user AS db_user_kept
+       ELSE session_id END AS session_id, application,
+       metadata - '{db_user,db_client_ip,db_session_id}'::text[] AS metadata,
+       metadata->>'db_user' = session_user AS db_user_kept,
+       metadata->>'db_session_id' ~ '^[0-9a-f]+\.[0-9a-f]+$' AS db_session_kept
 FROM audit.events WHERE action IN ('order.create', 'after.commit') ORDER BY id;
 
 -- ... or for the session; set_context() with no arguments clears it.

@@ -144,12 +144,18 @@ SELECT try($$ SELECT audit.untrack('"Shop Floor"."Orders"') $$);
 RESET ROLE;
 SELECT actor = session_user AS actor_is_session, object_id FROM audit.events
 WHERE object_id = '["apac", 7]';
--- audit_admin may track and untrack any table.
+-- audit_admin may track the tables it may read, and untrack any.
 CREATE ROLE regress_capture_admin IN ROLE audit_admin;
+-- tracking needs the right to read the table, checked for the real caller (42501 without it)
+SET ROLE regress_capture_admin;
+SELECT try($$ SELECT audit.track('nokey', operations => '{delete}') $$) AS without_select;
+RESET ROLE;
+GRANT SELECT ON nokey TO regress_capture_admin;
 SET ROLE regress_capture_admin;
 SELECT audit.track('nokey', operations => '{delete}');
 SELECT operations FROM audit.tracked_tables WHERE table_name = 'public.nokey';
 RESET ROLE;
+REVOKE SELECT ON nokey FROM regress_capture_admin;
 DROP ROLE regress_capture_admin;
 
 -- Bad arguments, each with its SQLSTATE.

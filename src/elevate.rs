@@ -1,0 +1,85 @@
+//! Running audit_ext's own statements with elevated rights, safely.
+//!
+//! The rule for every elevated entry point (SECURITY DEFINER functions, triggers, event
+//! triggers, the role-capture hook, the partition worker): **no code that a caller controls
+//! ever runs with elevated rights.** Concretely:
+//! - the search path is `pg_catalog, pg_temp` (pg_temp listed last, so that no temporary
+//!   table, type, function or operator of the session shadows a name) and every name of
+//!   audit_ext's own is schema-qualified;
+//! - values reach SQL as typed `$n` parameters, never as text that a type name or cast in the
+//!   caller's path would interpret;
+//! - row images (`to_jsonb` of a user's row, which calls the output functions and casts of its
+//!   column types) are built in the caller's own security context, before any switch;
+//! - no temporary table, prepared statement or other session-visible name is used;
+//! - the switch is a security-restricted operation, as PostgreSQL's own maintenance commands
+//!   make it, so that nothing reached meanwhile can change session state.
+//!
+//! [`as_owner`] is the one place where audit_ext switches user from C.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    static OWNER: Cell<(pg_sys::Oid, pg_sys::Oid)> = const { Cell::new((pg_sys::InvalidOid, pg_sys::InvalidOid)) };
+}
+
+/// The role that owns the extension in this database (the one `CREATE EXTENSION` ran as):
+/// audit_ext's SECURITY DEFINER functions run as it. Read once per backend and database.
+pub fn extension_owner() -> pg_sys::Oid {
+    let db = unsafe { pg_sys::MyDatabaseId };
+    let (cached_db, owner) = OWNER.get();
+    if cached_db == db && owner != pg_sys::InvalidOid {
+        return owner;
+    }
+    // (qualified to the operator: this runs under the caller's search path)
+    let owner = Spi::connect(|client| {
+        client
+            .select("SELECT extowner FROM pg_catalog.pg_extension \
+                 WHERE extname OPERATOR(pg_catalog.=) 'audit_ext'::pg_catalog.name", Some(1), &[])
+            .ok()?
+            .first()
+            .get_one::<pg_sys::Oid>()
+            .ok()
+            .flatten()
+    })
+    .unwrap_or(pg_sys::InvalidOid);
+    OWNER.set((db, owner));
+    owner
+}
+
+/// Runs `f` as the extension's owner, as a security-restricted operation, with
+/// `search_path = pg_catalog, pg_temp`; restores user, security context and search path
+/// after. On an error, transaction (or subtransaction) abort restores them, as it does for
+/// PostgreSQL's own SECURITY DEFINER calls.
+///
+/// # Safety
+/// Must run inside a transaction. `f` must not run code that the caller controls: it may
+/// only execute audit_ext's own schema-qualified statements with typed parameters.
+pub unsafe fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = extension_owner();
+    if owner == pg_sys::InvalidOid {
+        pgrx::error!("audit_ext: the extension's owner is unknown in this database");
+    }
+    let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+    pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+    let level = pg_sys::NewGUCNestLevel();
+    pg_sys::set_config_option(
+        c"search_path".as_ptr(),
+        c"pg_catalog, pg_temp".as_ptr(),
+        pg_sys::GucContext::PGC_USERSET,
+        pg_sys::GucSource::PGC_S_SESSION,
+        pg_sys::GucAction::GUC_ACTION_SAVE,
+        true,
+        0,
+        false,
+    );
+    pg_sys::SetUserIdAndSecContext(
+        owner,
+        sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+    );
+    let r = f();
+    pg_sys::SetUserIdAndSecContext(user, sec);
+    pg_sys::AtEOXact_GUC(true, level);
+    r
+}
