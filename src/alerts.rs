@@ -27,7 +27,7 @@ pub enum AlertError {
     NotAlertTrigger(&'static str),
 }
 
-/// NOTIFY payloads must stay under 8000 bytes: each string field is cut to this many chars.
+/// NOTIFY payloads must stay under 8000 bytes: each string field's JSON is cut to this many bytes.
 const FIELD_CHARS: usize = 400;
 
 /// A `group_by` field: its column, its SQL type, and where `EventView` finds it.
@@ -299,7 +299,7 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
     if crate::gucs::RESTORE.get() {
         return pg_sys::Datum::from(0); // restored events are not new: no alerts, no streams
     }
-    let rules = load();
+    let rules = crate::elevate::with_pinned_path(|| load());
     let nested = DEPTH.get() > 0;
     if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {
         return pg_sys::Datum::from(0);
@@ -324,13 +324,13 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
 
     for s in &rules.streams {
         if s.query.as_ref().is_none_or(|q| q.matches(&ev)) {
-            notify(&s.channel, &stream_payload(&ev));
+            crate::elevate::with_pinned_path(|| notify(&s.channel, &stream_payload(&ev)));
         }
     }
     if !nested {
         for r in &rules.rules {
             if r.query.matches(&ev) {
-                evaluate(r, &ev);
+                crate::elevate::with_pinned_path(|| evaluate(r, &ev));
             }
         }
     }
@@ -485,8 +485,22 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
     let first_id = cell(2).map(|d| d.value() as i64);
     let last_id = cell(3).map(|d| d.value() as i64);
 
+    // One firing transaction per rule and group at a time, without waiting: a transaction
+    // that fired and stays open holds the group's row in alert_state, and a writer must never
+    // wait for it (it would hang behind any open transaction that produced a matching event).
+    // The open one fires; if it rolls back, the next matching event counts again and fires.
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (rule.name.as_str(), grp.as_str()).hash(&mut h);
+        h.finish() as u32
+    };
+    if !crate::chain::try_alert_lock(key) {
+        pg_sys::SPI_finish();
+        return;
+    }
     // Compare-and-set on the group's last firing: of two transactions that reach the
-    // threshold at once, only the one that moves fired_at fires.
+    // threshold one after the other, only the one that moves fired_at fires.
     let rc = exec(
         c"INSERT INTO audit.alert_state AS s (alert, grp, fired_at) VALUES ($1, $2, $3) \
           ON CONFLICT (alert, grp) DO UPDATE SET fired_at = excluded.fired_at, fired_count = s.fired_count + 1 \
@@ -538,8 +552,24 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
     pg_sys::SPI_finish();
 }
 
+/// Cut so that the field's JSON text (escapes included: a control character takes 6 bytes)
+/// stays within FIELD_CHARS bytes, and the whole payload under NOTIFY's 8000 bytes.
 fn cut_str(s: &str) -> String {
-    s.chars().take(FIELD_CHARS).collect()
+    let mut out = String::new();
+    let mut bytes = 0;
+    for c in s.chars() {
+        let n = match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if bytes + n > FIELD_CHARS {
+            break;
+        }
+        bytes += n;
+        out.push(c);
+    }
+    out
 }
 
 pub fn init() {

@@ -695,6 +695,7 @@ unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
 
 /// `audit.status()`: what is active in this session, for operators and auditors.
 #[pg_extern(stable, parallel_restricted, strict)]
+#[search_path(pg_catalog, pg_temp)]
 fn status() -> TableIterator<'static, (name!(feature, String), name!(active, bool), name!(detail, String))> {
     let preload = role_capture_active();
     let ddl = gucs::capturing_ddl();

@@ -18,6 +18,7 @@
 use crate::error::raise;
 use crate::gucs;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::ffi::c_void;
 
@@ -35,6 +36,7 @@ pub const MAINTENANCE_CHAIN: i32 = 999;
 /// for maintenance), objsubid 3.
 pub const LOCK_KEY: i32 = 0x4155_4454;
 const LOCK_FIELD4: u16 = 3;
+const ALERT_FIELD4: u16 = 4;
 /// objid of the maintenance lock: one retention or partition function at a time.
 const MAINTENANCE_LOCK: u32 = u32::MAX;
 /// How long a writer waits when every chain of its class is held, before it gives up with
@@ -125,6 +127,16 @@ unsafe fn take_chain(class: i32) -> Tail {
     Tail { chain, seq, hash }
 }
 
+/// Takes, without waiting, the transaction-level lock of one alert rule and group (objid: a
+/// hash of both; objsubid 4 in pg_locks, again a tag no SQL function produces). False when
+/// another open transaction holds it: that one is firing the rule for the group.
+pub unsafe fn try_alert_lock(objid: u32) -> bool {
+    let mut tag = tag(objid);
+    tag.locktag_field4 = ALERT_FIELD4;
+    pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, true)
+        != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+}
+
 unsafe fn tag(objid: u32) -> pg_sys::LOCKTAG {
     let mut tag: pg_sys::LOCKTAG = std::mem::zeroed();
     tag.locktag_field1 = pg_sys::MyDatabaseId.to_u32();
@@ -183,7 +195,8 @@ pub fn in_maintenance() -> bool {
 /// until the transaction ends or `audit._end_maintenance()`. Only from inside a SECURITY
 /// DEFINER function run by the extension's owner (audit_ext's retention and partition
 /// functions): a session calling it directly, a superuser's included, is refused.
-#[pgrx::pg_extern(volatile, parallel_unsafe, name = "_begin_maintenance")]
+#[pg_extern(volatile, parallel_unsafe, name = "_begin_maintenance")]
+#[search_path(pg_catalog, pg_temp)]
 fn begin_maintenance() {
     unsafe {
         let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
@@ -200,7 +213,8 @@ fn begin_maintenance() {
 
 /// `audit._try_maintenance()`: like `_begin_maintenance()` without waiting; false when
 /// another maintenance is running (the partition worker then has nothing to do).
-#[pgrx::pg_extern(volatile, parallel_unsafe, name = "_try_maintenance")]
+#[pg_extern(volatile, parallel_unsafe, name = "_try_maintenance")]
+#[search_path(pg_catalog, pg_temp)]
 fn try_maintenance() -> bool {
     unsafe {
         let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
@@ -214,13 +228,13 @@ fn try_maintenance() -> bool {
 
 /// `audit._end_maintenance()`: the guards apply again (the lock is kept to the end of the
 /// transaction).
-#[pgrx::pg_extern(volatile, parallel_unsafe, name = "_end_maintenance")]
+#[pg_extern(volatile, parallel_unsafe, name = "_end_maintenance")]
 fn end_maintenance() {
     MAINTENANCE.set(None);
 }
 
 /// `audit._in_maintenance()`: for the guards in SQL (sql/capture.sql).
-#[pgrx::pg_extern(stable, parallel_safe, name = "_in_maintenance")]
+#[pg_extern(stable, parallel_safe, name = "_in_maintenance")]
 fn in_maintenance_sql() -> bool {
     in_maintenance()
 }
@@ -229,6 +243,10 @@ fn in_maintenance_sql() -> bool {
 /// left, or the retention anchor when retention dropped the chain's newest events (its next
 /// event then links to the dropped one, as if nothing had been dropped).
 unsafe fn read_head(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
+    crate::elevate::with_pinned_path(|| read_head_pinned(chain, class))
+}
+
+unsafe fn read_head_pinned(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
     if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
         pgrx::error!("audit_ext: SPI_connect failed");
     }

@@ -63,6 +63,26 @@ pub unsafe fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     }
     let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
     pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+    with_pinned_path(|| {
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+        let r = f();
+        pg_sys::SetUserIdAndSecContext(user, sec);
+        r
+    })
+}
+
+/// Runs `f` with `search_path = pg_catalog, pg_temp`, then restores the caller's. For the SPI
+/// work of audit_ext's triggers (chain head, partitions, policies, alert counts), which a
+/// privileged role's direct INSERT would otherwise run under that session's path: kept plans
+/// are re-analysed under the current path whenever it changes. A GUC nest level costs a few
+/// microseconds; these paths run once per transaction or per matching alert, not per event.
+///
+/// # Safety
+/// Must run inside a transaction.
+pub unsafe fn with_pinned_path<R>(f: impl FnOnce() -> R) -> R {
     let level = pg_sys::NewGUCNestLevel();
     pg_sys::set_config_option(
         c"search_path".as_ptr(),
@@ -74,12 +94,7 @@ pub unsafe fn as_owner<R>(f: impl FnOnce() -> R) -> R {
         0,
         false,
     );
-    pg_sys::SetUserIdAndSecContext(
-        owner,
-        sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-    );
     let r = f();
-    pg_sys::SetUserIdAndSecContext(user, sec);
     pg_sys::AtEOXact_GUC(true, level);
     r
 }

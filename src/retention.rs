@@ -91,7 +91,7 @@ fn specificity(pattern: &str) -> (bool, usize) {
 pub fn class_of(action: &str) -> i32 {
     POLICIES.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.get_or_insert_with(load_policies);
+        let list = p.get_or_insert_with(|| unsafe { crate::elevate::with_pinned_path(load_policies) });
         list.iter().find(|(pat, _)| matches(pat, action)).map(|(_, c)| *c).unwrap_or(0)
     })
 }
@@ -118,6 +118,7 @@ fn load_policies() -> Vec<(String, i32)> {
 /// `audit.retention_class(action)`: the retention class an event with this action is stored
 /// under (the class of the most specific policy of `audit.retention_policies`).
 #[pg_extern(stable, strict, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn retention_class(action: &str) -> i32 {
     class_of(action)
 }
@@ -199,7 +200,7 @@ fn with_parts<R>(class: i32, max_age_us: i64, f: impl Fn(&Parts) -> R) -> R {
     if let Some(r) = fresh {
         return r;
     }
-    let list = load_parts(class);
+    let list = unsafe { crate::elevate::with_pinned_path(|| load_parts(class)) };
     let until = list.iter().map(|p| p.to).max().unwrap_or(i64::MIN);
     let parts = Parts { list, until, read_at: now };
     let r = f(&parts);
@@ -285,13 +286,17 @@ pub extern "C-unwind" fn audit_ext_partition_worker(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     BackgroundWorker::transaction(|| {
+        // The worker runs as the bootstrap superuser, with the settings of the database
+        // (ALTER DATABASE ... SET, which the database's owner may change): pin the search
+        // path before any name is resolved, so that no function of a schema the owner put on
+        // the path runs here.
+        Spi::run("SET LOCAL search_path = pg_catalog, pg_temp").expect("audit_ext: pinning search_path failed");
         // Another worker or a retention function is at it: nothing to add, and no worker
         // should queue behind it holding a max_worker_processes slot.
         if Spi::get_one::<bool>("SELECT audit._try_maintenance()") != Ok(Some(true)) {
             return;
         }
-        Spi::run("SET LOCAL lock_timeout = '5s'").ok();
-        if let Err(e) = Spi::run("SELECT count(*) FROM audit._ensure_partitions(audit._default_ahead())") {
+        if let Err(e) = Spi::run("SELECT pg_catalog.count(*) FROM audit._ensure_partitions(audit._default_ahead())") {
             pgrx::log!("audit_ext partition worker: {e}");
         }
     });

@@ -208,6 +208,7 @@ const RESET_BYTES: usize = 8 * 1024 * 1024;
 /// Checks every chain (or the events with id in [from_id, to_id]) and, given the heads an
 /// auditor noted earlier, that each noted head is still there, unchanged.
 #[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
 fn verify(
     from_id: default!(Option<i64>, "NULL"),
     to_id: default!(Option<i64>, "NULL"),
