@@ -9,19 +9,21 @@ MAKEFLAGS += --no-print-directory
 PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
 PGBIN      ?= /usr/lib/postgresql/15/bin
 TEST_PORT  ?= 5498
+PRELOAD_PORT ?= 5496
+DATES_PORT ?= 5495
 DEMO_PORT  ?= 5499
 BENCH_PORT ?= 5497
 # extra postgresql.conf lines for every cluster, ';'-separated, e.g.
 #   make test CLUSTER_OPTS="shared_preload_libraries='audit_ext'"
 CLUSTER_OPTS ?=
-export PG_CONFIG PGBIN TEST_PORT DEMO_PORT BENCH_PORT CLUSTER_OPTS
+export PG_CONFIG PGBIN TEST_PORT DEMO_PORT BENCH_PORT CLUSTER_OPTS PRELOAD_PORT DATES_PORT
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CLUSTER := tests/tools/cluster.sh
 # as root, cargo pgrx writes into the system PostgreSQL directly; otherwise through sudo
 SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
 
-.PHONY: help deps build install unit regress integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
+.PHONY: help deps build install unit regress regress-preload dates integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
 
 help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
@@ -29,8 +31,10 @@ help:
 	@echo "make install      install the extension into the system PostgreSQL 15"
 	@echo "make unit         #[pg_test] unit tests (cargo pgrx test pg15)"
 	@echo "make regress      pg_regress tests in tests/pg_regress (cluster 'test', port $(TEST_PORT))"
+	@echo "make regress-preload  the same with shared_preload_libraries = 'audit_ext' (cluster 'preload', port $(PRELOAD_PORT))"
+	@echo "make dates        the clock-dependent regress tests with the server's clock at month/year ends and a leap day (libfaketime)"
 	@echo "make integration  tests/integration/t_*.sh (cluster 'test', port $(TEST_PORT))"
-	@echo "make test         deps + unit + regress + integration, then stops the test cluster"
+	@echo "make test         deps + unit + regress + regress-preload + dates + integration, then stops the clusters"
 	@echo "make demo         run docs/demo.sql on cluster 'demo' (port $(DEMO_PORT)), leave it running"
 	@echo "make psql         psql on the demo cluster;  make demo-stop  stops it"
 	@echo "make bench        run bench/run.sh, capture.sh, alerts.sh and retention.sh on cluster 'bench' (port $(BENCH_PORT))"
@@ -54,6 +58,13 @@ unit: deps
 regress: install
 	@$(CLUSTER) start test $(TEST_PORT)
 	tests/tools/regress.sh test
+
+regress-preload: install
+	@CLUSTER_OPTS="shared_preload_libraries='audit_ext'" $(CLUSTER) start preload $(PRELOAD_PORT)
+	rc=0; tests/tools/regress.sh preload || rc=$$?; $(CLUSTER) stop preload; exit $$rc
+
+dates: install
+	tests/tools/dates.sh
 
 integration: install
 	tests/integration/run.sh

@@ -35,6 +35,8 @@ CREATE FUNCTION audit.evaluate_alerts() RETURNS trigger
 CREATE TRIGGER zz_alerts
     AFTER INSERT ON audit.events
     FOR EACH ROW EXECUTE FUNCTION audit.evaluate_alerts();
+ALTER TABLE audit.events ENABLE ALWAYS TRIGGER zz_alerts;
+ALTER TABLE audit.events_default ENABLE ALWAYS TRIGGER zz_alerts, ENABLE ALWAYS TRIGGER zz_chain_event;
 
 CREATE FUNCTION audit.create_alert(
     name      text,

@@ -33,7 +33,31 @@ BEGIN
             MESSAGE = format('audit.events is protected by audit_ext: %s on it is not allowed', cmd_tag),
             HINT = CASE WHEN cmd_tag = 'ALTER TABLE'
                         THEN 'Its columns, triggers and partitions guarantee the chain; partitions come from audit.ensure_partitions() and leave through audit.apply_retention().'
-                        ELSE 'Its columns, triggers and rules guarantee the chain; they change only with the extension (ALTER EXTENSION audit_ext UPDATE).' END;
+                        ELSE 'Its columns, triggers and rules guarantee the chain; they change only with a new version of audit_ext.' END;
+    END IF;
+    -- audit_ext's functions are its guards (a C trigger replaced by a no-op would silence
+    -- them), and triggers, rules and policies on its tables would change what they do
+    IF classid = 'pg_proc'::regclass AND cmd_tag IN ('CREATE FUNCTION', 'ALTER FUNCTION', 'CREATE PROCEDURE', 'ALTER PROCEDURE')
+       AND (SELECT p.pronamespace FROM pg_proc p WHERE p.oid = objid) = 'audit'::regnamespace THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('schema audit belongs to audit_ext: %s of %s is not allowed', cmd_tag, objid::regprocedure),
+            HINT = 'audit_ext''s functions are part of its guards; create your own functions in another schema.';
+    END IF;
+    IF cmd_tag IN ('CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY')
+       AND NOT audit._restoring()
+       AND (SELECT c.relnamespace FROM pg_class c WHERE c.oid = rel) = 'audit'::regnamespace THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s belongs to audit_ext: %s on it is not allowed', rel::regclass, cmd_tag),
+            HINT = 'audit_ext''s tables are changed only through its functions.';
+    END IF;
+    -- the capture triggers' names are reserved: a trigger of that name that is not
+    -- audit.capture_rows() would pass for capture
+    IF classid = 'pg_trigger'::regclass AND cmd_tag IN ('CREATE TRIGGER', 'ALTER TRIGGER')
+       AND EXISTS (SELECT FROM pg_trigger tg WHERE tg.oid = objid AND tg.tgname LIKE 'audit\_ext\_capture\_%'
+                   AND tg.tgfoid <> 'audit.capture_rows()'::regprocedure) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('trigger names audit_ext_capture_* are reserved for audit_ext''s capture (on %s)', rel::regclass),
+            HINT = 'Name your trigger otherwise; audit.track() installs the capture triggers.';
     END IF;
     IF NOT audit._restoring() AND cmd_tag IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER',
             'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY')
@@ -45,11 +69,15 @@ BEGIN
     END IF;
     IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER') AND NOT audit._restoring()
        AND EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = audit._root(rel)) THEN
-        problem := audit._capture_problem(rel::regclass);
+        problem := audit._capture_problem(rel::regclass, false);
         IF problem LIKE 'column%' THEN
             RAISE EXCEPTION USING ERRCODE = '2BP01',
                 MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
                 HINT = 'Call audit.track() again without that column first, then change the table.';
+        ELSIF problem LIKE 'masked column%' THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
+                HINT = 'Call audit.track() again without that column in mask_columns first, then change the key.';
         ELSIF problem IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
                 MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
@@ -66,14 +94,15 @@ AS $$
 DECLARE
     c record;
 BEGIN
-    FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
-        PERFORM audit._guard_command(c.command_tag, c.classid, c.objid, c.in_extension);
-    END LOOP;
-    -- new, attached or detached partitions of tracked tables
+    -- new, attached or detached partitions of tracked tables get (or lose) their capture
+    -- triggers first, so that the guard below sees the tree as capture leaves it
     IF EXISTS (SELECT FROM audit.tracked) AND NOT audit._restoring()
        AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE command_tag IN ('CREATE TABLE', 'ALTER TABLE')) THEN
         PERFORM audit._sync_capture();
     END IF;
+    FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        PERFORM audit._guard_command(c.command_tag, c.classid, c.objid, c.in_extension);
+    END LOOP;
     IF NOT audit.capture_ddl_enabled() THEN
         RETURN;
     END IF;
@@ -176,3 +205,6 @@ CREATE EVENT TRIGGER audit_ext_ddl_command ON ddl_command_end
     EXECUTE FUNCTION audit.capture_ddl_command();
 CREATE EVENT TRIGGER audit_ext_ddl_drop ON sql_drop
     EXECUTE FUNCTION audit.capture_ddl_drop();
+-- ALWAYS: session_replication_role = replica must not skip DDL capture and the guards.
+ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE ALWAYS;
+ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE ALWAYS;

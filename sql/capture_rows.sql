@@ -50,18 +50,27 @@ AS $$
 $$;
 
 -- Why capture of tbl (a tracked table or one of its partitions) is not intact, NULL when it
--- is: a tracked operation's trigger missing or disabled, or an excluded or masked column gone
--- (renamed or dropped).
-CREATE FUNCTION audit._capture_problem(tbl regclass) RETURNS text
+-- is: a tracked operation's trigger missing, disabled, not enabled ALWAYS (session_replication_role
+-- = replica would skip it), or not audit.capture_rows() itself (a trigger of the reserved name
+-- that does something else); an excluded or masked column gone (renamed or dropped); a masked
+-- column that became a key column (object_id would hold it in clear). Checks every member of
+-- tbl's tracked tree (verify, tracked_tables), or with whole => false tbl alone (the DDL guard,
+-- which runs while audit.track() is still making the triggers of the other members).
+CREATE FUNCTION audit._capture_problem(tbl regclass, whole boolean DEFAULT true) RETURNS text
     LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(
-        (SELECT format('the capture trigger for %s is %s', op,
-                       CASE WHEN tg.oid IS NULL THEN 'missing' ELSE 'disabled' END)
+        (SELECT format('the capture trigger for %s on %s is %s', op, m.relid,
+                       CASE WHEN tg.oid IS NULL THEN 'missing'
+                            WHEN tg.tgfoid <> 'audit.capture_rows()'::regprocedure THEN 'not audit.capture_rows()'
+                            WHEN tg.tgenabled = 'D' THEN 'disabled'
+                            ELSE 'not enabled ALWAYS' END)
          FROM audit.tracked t CROSS JOIN unnest(t.operations) op
-         LEFT JOIN pg_trigger tg ON tg.tgrelid = $1 AND tg.tgname = 'audit_ext_capture_' || op
-         WHERE t.tbl = audit._root($1) AND (tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A'))
-         ORDER BY op LIMIT 1),
+         CROSS JOIN audit._tree(t.tbl) m
+         LEFT JOIN pg_trigger tg ON tg.tgrelid = m.relid AND tg.tgname = 'audit_ext_capture_' || op
+         WHERE t.tbl = audit._root($1) AND ($2 OR m.relid = $1)
+           AND (tg.oid IS NULL OR tg.tgenabled <> 'A' OR tg.tgfoid <> 'audit.capture_rows()'::regprocedure)
+         ORDER BY op, m.relid LIMIT 1),
         (SELECT format('column %I is %s but no longer exists', col, kind)
          FROM audit.tracked t,
               LATERAL (SELECT c, 'excluded' FROM unnest(t.exclude_columns) c
@@ -69,7 +78,11 @@ AS $$
          WHERE t.tbl = audit._root($1)
            AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = m.col
                            AND a.attnum > 0 AND NOT a.attisdropped)
-         ORDER BY kind, col LIMIT 1))
+         ORDER BY kind, col LIMIT 1),
+        (SELECT format('masked column %I is a key column: object_id would hold it in clear', c)
+         FROM audit.tracked t CROSS JOIN unnest(t.mask_columns) c
+         WHERE t.tbl = audit._root($1) AND c = ANY (coalesce(audit._key_columns(t.tbl), '{}'))
+         ORDER BY c LIMIT 1))
 $$;
 
 -- The capture triggers of one tracked table (t) on rel: the table itself or a partition of it
@@ -80,11 +93,19 @@ AS $$
 DECLARE
     op text;
     r record;
+    made text[] := '{}';
 BEGIN
     SELECT n.nspname, c.relname INTO r FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = rel;
     FOREACH op IN ARRAY t.operations LOOP
+        -- a trigger of the reserved name that is not ours (made on a table before it became a
+        -- partition of a tracked table, say) is replaced, never taken for ours
+        IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'audit_ext_capture_' || op
+                   AND tgfoid <> 'audit.capture_rows()'::regprocedure) THEN
+            EXECUTE format('DROP TRIGGER %I ON %I.%I', 'audit_ext_capture_' || op, r.nspname, r.relname);
+        END IF;
         CONTINUE WHEN EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'audit_ext_capture_' || op);
+        made := made || op;
         EXECUTE format('CREATE TRIGGER %I AFTER %s ON %I.%I %s FOR EACH STATEMENT '
                        'EXECUTE FUNCTION audit.capture_rows(%L, %L, %L)',
                        'audit_ext_capture_' || op, upper(op), r.nspname, r.relname,
@@ -95,6 +116,15 @@ BEGIN
                        to_jsonb(t.exclude_columns)::text, to_jsonb(t.mask_columns)::text,
                        t.skip_unchanged::text);
     END LOOP;
+    -- ALWAYS: a session with session_replication_role = replica must not write unrecorded
+    -- (one ALTER for all those made here, so that the guard sees the triggers complete; never
+    -- for existing ones: the ALTER's own event trigger comes back here through
+    -- audit._sync_capture(), and a trigger someone disabled is the guard's to refuse)
+    IF cardinality(made) > 0 THEN
+        EXECUTE format('ALTER TABLE %I.%I %s', r.nspname, r.relname,
+                       (SELECT string_agg(format('ENABLE ALWAYS TRIGGER %I', 'audit_ext_capture_' || o.o), ', ')
+                        FROM unnest(made) o(o)));
+    END IF;
 END
 $$;
 
@@ -287,7 +317,7 @@ AS $$
     WHERE e.object_id = pk
       AND e.object_name = (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
                            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl)
-      AND e.object_type = 'table' AND e.action LIKE 'row.%'
+      AND e.object_type = 'table' AND e.action LIKE 'row.%' AND e.module = 'capture'
     ORDER BY e.at, e.id
 $$;
 

@@ -1,5 +1,28 @@
 -- audit_ext: privileges. Loaded last (finalize). PUBLIC gets nothing.
 
+-- Nobody but the owner and the roles below: default privileges of the installing role
+-- (ALTER DEFAULT PRIVILEGES ... GRANT ... ON TABLES TO app_rw) would otherwise hand the mask key,
+-- the settings tables and direct INSERT into audit.events to whoever they name.
+DO $acl$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT format('%s %s', CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass) AS obj,
+               a.grantee
+        FROM pg_catalog.pg_class c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+        WHERE c.relnamespace = 'audit'::regnamespace AND a.grantee <> c.relowner
+        UNION
+        SELECT format('FUNCTION %s', p.oid::regprocedure), a.grantee
+        FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+        WHERE p.pronamespace = 'audit'::regnamespace AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %s', r.obj,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END);
+    END LOOP;
+END
+$acl$;
+
 REVOKE ALL ON ALL TABLES IN SCHEMA audit FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA audit FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA audit FROM PUBLIC;
@@ -27,7 +50,7 @@ GRANT SELECT ON audit.tracked TO audit_reader;
 -- audit.verify() compares audit_ext's settings with what the log says they were set to
 GRANT SELECT ON audit.retention, audit.alert_rules, audit.streams TO audit_reader;
 -- read-only helpers that audit.tracked_tables and audit.verify() call as the reader
-GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass), audit._key_columns(regclass),
+GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass, boolean), audit._key_columns(regclass),
                           audit._root(regclass)
     TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(regclass, jsonb),

@@ -69,6 +69,7 @@ DECLARE
     part text := base;
     n integer := 1;
     moved bigint;
+    g oid;
 BEGIN
     WHILE EXISTS (SELECT FROM audit.partitions p WHERE p.name = part)
           OR to_regclass(format('audit.%I', part)) IS NOT NULL LOOP
@@ -84,6 +85,12 @@ BEGIN
     IF moved > 0 THEN
         DELETE FROM ONLY audit.events_default d WHERE d.retention_class = cls AND d.at >= lo AND d.at < hi;
     END IF;
+    -- nobody but the owner (default privileges of the owner would apply to the new table)
+    FOR g IN SELECT a.grantee FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+             WHERE c.oid = format('audit.%I', part)::regclass AND a.grantee <> c.relowner LOOP
+        EXECUTE format('REVOKE ALL ON audit.%I FROM %s', part,
+                       CASE WHEN g = 0 THEN 'PUBLIC' ELSE g::regrole::text END);
+    END LOOP;
     PERFORM audit._create_indexes(part);
     EXECUTE format('ALTER TABLE audit.events ATTACH PARTITION audit.%I FOR VALUES FROM (%s, %L) TO (%s, %L)',
                    part, cls, lo, cls, hi);
@@ -93,6 +100,9 @@ BEGIN
     EXECUTE format('ALTER TABLE audit.%I DROP CONSTRAINT %I', part, part || '_range');
     EXECUTE format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit.%I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change()', part);
+    -- ALWAYS, like the parent's guards (the cloned row triggers are made ALWAYS here too)
+    EXECUTE format('ALTER TABLE audit.%I ENABLE ALWAYS TRIGGER append_only, ENABLE ALWAYS TRIGGER zz_chain_event, '
+                   'ENABLE ALWAYS TRIGGER zz_alerts', part);
     INSERT INTO audit.partitions (name, class, from_at, to_at) VALUES (part, cls, lo, hi);
     RETURN part;
 END

@@ -14,3 +14,8 @@ CREATE TRIGGER append_only
 CREATE TRIGGER append_only
     BEFORE UPDATE OR DELETE OR TRUNCATE ON audit.events_default
     FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();
+
+-- ALWAYS: session_replication_role = replica (settable by superusers and by roles granted it)
+-- must not skip the guards; audit.verify() reports a guard that is not enabled ALWAYS.
+ALTER TABLE audit.events ENABLE ALWAYS TRIGGER zz_chain_event, ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE audit.events_default ENABLE ALWAYS TRIGGER append_only;

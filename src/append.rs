@@ -35,6 +35,8 @@ pub enum AppendError {
     RestoredMismatch { id: i64 },
     #[error("restored event lacks column \"{column}\": a restored event must carry id, at, chain, seq, txid and hash")]
     RestoredIncomplete { column: &'static str },
+    #[error("module {0:?} is reserved for the events audit_ext records itself")]
+    ReservedModule(String),
 }
 
 /// Where each of `COLUMNS` sits in a relation's tuple, and the id sequence.
@@ -200,6 +202,26 @@ unsafe fn restored(td: &pg_sys::TriggerData, row: &Row) -> Result<pg_sys::HeapTu
 /// connection behind an asserted actor are never lost.
 unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     let mut asserted: Vec<&str> = vec![];
+    // A direct INSERT (not one of audit_ext's own, which run as the extension's owner inside a
+    // SECURITY DEFINER function or crate::elevate): who and when it names are the inserter's
+    // assertion, marked like a context's, and the modules of audit_ext's own events are not
+    // its to use.
+    if !internal_insert() {
+        // (not `at`: its column default fills it before this trigger, and routing needs it)
+        for (c, name) in [(event::ACTOR, "actor"), (event::ACTOR_IP, "actor_ip"), (event::SESSION_ID, "session_id"),
+                          (event::APPLICATION, "application")] {
+            if row.get(c).is_some() {
+                asserted.push(name);
+            }
+        }
+        if let Some(m) = row.text(event::MODULE) {
+            if crate::record::RESERVED_MODULES.iter().any(|r| r.eq_ignore_ascii_case(&m)) {
+                return Err(AppendError::ReservedModule(m.into_owned()));
+            }
+        }
+    }
+    // how many of `asserted` the inserter named itself (the rest come from the context)
+    let direct = asserted.len();
     if row.get(event::ACTOR).is_none() {
         let actor = match gucs::context(&gucs::CONTEXT_ACTOR) {
             Some(v) => {
@@ -274,22 +296,34 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
             merged = concat(merged, m);
         }
         if !asserted.is_empty() {
-            let ip = client_ip.as_ref().map(|b| {
-                let s = call(pg_sys::inet_out, &[client_ip_datum(b)]).expect("inet_out returned NULL");
-                CStr::from_ptr(s.cast_mut_ptr()).to_string_lossy().into_owned()
-            });
-            let marks = serde_json::json!({
+            let mut marks = serde_json::json!({
                 "asserted": asserted,
                 "db_user": session_user().to_string_lossy(),
-                "db_client_ip": ip,
-                "db_session_id": session_id,
             });
+            // a context stands in for the connection: keep the connection's own values too
+            if asserted.len() > direct {
+                let ip = client_ip.as_ref().map(|b| {
+                    let s = call(pg_sys::inet_out, &[client_ip_datum(b)]).expect("inet_out returned NULL");
+                    CStr::from_ptr(s.cast_mut_ptr()).to_string_lossy().into_owned()
+                });
+                marks["db_client_ip"] = ip.into();
+                marks["db_session_id"] = session_id.clone().into();
+            }
             let extra = std::ffi::CString::new(marks.to_string()).unwrap();
             merged = concat(merged, jsonb(&extra));
         }
         row.set(event::METADATA, merged);
     }
     Ok(())
+}
+
+/// Whether this INSERT is audit_ext's own: the current user is the extension's owner inside a
+/// SECURITY DEFINER function (audit.record, the SQL functions of retention and alerts) or a
+/// switch of [`crate::elevate`] (capture, role capture).
+unsafe fn internal_insert() -> bool {
+    let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+    pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+    sec & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 != 0 && user == crate::elevate::extension_owner()
 }
 
 unsafe fn validate(row: &Row) -> Result<(), AppendError> {

@@ -398,6 +398,11 @@ unsafe fn register_images(td: *mut pg_sys::TriggerData, op: Op) -> *mut pg_sys::
         }
         n += 1;
         if n % 1000 == 0 {
+            // a tuple read back from a tuplestore spilled to disk is allocated in the current
+            // context, so the slots may point into the one about to be reset: clear them first
+            for slot in slots {
+                pg_sys::ExecClearTuple(slot);
+            }
             rows.reset();
         }
     }

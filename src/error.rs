@@ -49,6 +49,7 @@ impl SqlError for AppendError {
             WrongTable { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             RestoredMismatch { .. } => PgSqlErrorCode::ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,
             RestoredIncomplete { .. } => PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
+            ReservedModule(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
     fn hint(&self) -> Option<String> {
@@ -63,6 +64,7 @@ impl SqlError for AppendError {
             WrongTable { .. } => return None,
             RestoredMismatch { .. } => "The dump does not hold the events as they were recorded. Restore from an untouched dump, or load it without that event and let audit.verify() show the gap.".into(),
             RestoredIncomplete { .. } => "Restore events only from a pg_dump of audit_ext's own table.".into(),
+            ReservedModule(_) => "Name your own module (e.g. 'billing'); only audit_ext's own functions record events of capture, ddl, role, alert, retention and audit.".into(),
         })
     }
 }
@@ -71,7 +73,7 @@ impl SqlError for RecordError {
     fn code(&self) -> PgSqlErrorCode {
         match self {
             RecordError::LocalOutsideTransaction => PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
-            RecordError::BadContext(_) | RecordError::ReservedModule(_) => {
+            RecordError::BadContext(_) | RecordError::ReservedModule(_) | RecordError::ReservedAction(_) => {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
             }
         }
@@ -80,7 +82,8 @@ impl SqlError for RecordError {
         Some(match self {
             RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, as its first statement: that is safe with every connection pooler. local => false keeps the context for the whole session, so use it only on a connection no other client shares (never under transaction pooling, where the next client would inherit it).".into(),
             RecordError::BadContext(_) => "Pass a JSON object as metadata.".into(),
-            RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role, alert and retention mark events audit_ext recorded itself.".into(),
+            RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role, alert, retention and audit mark events audit_ext recorded itself.".into(),
+            RecordError::ReservedAction(_) => "Name your own action (e.g. 'order.update'); row.*, table.truncate, ddl.*, role.*, capture.*, retention.*, alert.*, stream.*, setting.* and audit.* are the names of events audit_ext records itself.".into(),
         })
     }
 }

@@ -67,6 +67,7 @@ extension_sql_file!(
     name = "retention",
     requires = [
         "capture",
+        "alerts",
         retention::retention_class,
         retention::check_pattern,
         retention::retention_changed,

@@ -21,12 +21,26 @@ pub enum RecordError {
     BadContext(String),
     #[error("module {0:?} is reserved for the events audit_ext records itself")]
     ReservedModule(String),
+    #[error("action {0:?} is reserved for the events audit_ext records itself")]
+    ReservedAction(String),
 }
 
 /// Modules of the events the extension writes itself (row capture, DDL and role capture,
 /// alerts). `audit.record` refuses them, so that an auditor can trust that an event with
 /// module `capture` really is a captured change and not an application's claim.
-pub const RESERVED_MODULES: [&str; 5] = ["capture", "ddl", "role", "alert", "retention"];
+pub const RESERVED_MODULES: [&str; 6] = ["capture", "ddl", "role", "alert", "retention", "audit"];
+
+/// Action names the extension writes itself: `audit.record` refuses them under any module, so
+/// that `audit.row_history`, `audit.changes` and alert rules on these names see only what
+/// audit_ext recorded (an application's 'row.update' would pass for a captured change).
+pub const RESERVED_ACTION_PREFIXES: [&str; 10] =
+    ["row.", "table.truncate", "ddl.", "role.", "capture.", "retention.", "alert.", "stream.", "setting.", "audit."];
+
+/// Whether `action` is one of the names audit_ext writes itself.
+pub fn reserved_action(action: &str) -> bool {
+    let a = action.to_ascii_lowercase();
+    RESERVED_ACTION_PREFIXES.iter().any(|p| a.starts_with(p))
+}
 
 /// Argument types of `audit.record`, in order.
 const RECORD_ARGS: [pg_sys::Oid; 11] = [
@@ -106,6 +120,12 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
         let module = String::from_utf8_lossy(crate::event::bytes(args[MODULE_ARG].value));
         if RESERVED_MODULES.iter().any(|m| m.eq_ignore_ascii_case(&module)) {
             raise(RecordError::ReservedModule(module.into_owned()));
+        }
+    }
+    if !args[0].isnull {
+        let action = String::from_utf8_lossy(crate::event::bytes(args[0].value));
+        if reserved_action(&action) {
+            raise(RecordError::ReservedAction(action.into_owned()));
         }
     }
     // The retention class and the time pick the partition, so both are part of the INSERT

@@ -225,16 +225,19 @@ mod tests {
         assert_eq!(ok, Ok(Some(true)));
     }
 
-    /// Tampering with the guards off (replica mode skips ordinary and event triggers) is
+    /// Tampering with the guards off (as a superuser who disabled the event trigger first) is
     /// caught, and verify names the event.
     #[pg_test]
     fn verify_points_at_a_changed_event() {
         let ids: Vec<i64> = (0..4)
             .map(|i| Spi::get_one::<i64>(&format!("select audit.record('t.v', object_id => '{i}')")).unwrap().unwrap())
             .collect();
-        Spi::run("set local session_replication_role = replica").unwrap();
+        // replica mode no longer skips the guards (they are enabled ALWAYS): switch them off
+        Spi::run("alter event trigger audit_ext_ddl_command disable").unwrap();
+        Spi::run("alter table audit.events disable trigger append_only").unwrap();
         Spi::run(&format!("update audit.events set status = 'denied' where id = {}", ids[2])).unwrap();
-        Spi::run("set local session_replication_role = origin").unwrap();
+        Spi::run("alter table audit.events enable always trigger append_only").unwrap();
+        Spi::run("alter event trigger audit_ext_ddl_command enable always").unwrap();
         let bad = Spi::get_two::<i64, String>("select first_bad_id, reason from audit.verify() where not ok");
         let (id, reason) = bad.unwrap();
         assert_eq!(id, Some(ids[2]));

@@ -256,17 +256,39 @@ fn verify(
 fn guard_problems() -> Option<String> {
     read_text(
         "SELECT string_agg(p, '; ' ORDER BY p) FROM ( \
-           SELECT format('trigger %s on audit.events is %s', t.name, \
-                         CASE WHEN tg.oid IS NULL THEN 'missing' ELSE 'disabled' END) AS p \
-           FROM unnest(ARRAY['zz_chain_event', 'append_only', 'zz_alerts']) t(name) \
-           LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = 'audit.events'::regclass AND tg.tgname = t.name \
-           WHERE tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A') \
+           SELECT format('trigger %s on %s is %s', t.name, r.rel, \
+                         CASE WHEN tg.oid IS NULL THEN 'missing' \
+                              WHEN tg.tgfoid <> t.fn THEN format('not %s', t.fn) \
+                              WHEN tg.tgqual IS NOT NULL THEN 'conditional (WHEN ...)' \
+                              WHEN tg.tgenabled = 'D' THEN 'disabled' \
+                              ELSE 'not enabled ALWAYS (session_replication_role = replica skips it)' END) AS p \
+           FROM (SELECT 'audit.events'::regclass AS rel UNION ALL \
+                 SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i \
+                 WHERE i.inhparent = 'audit.events'::regclass) r \
+           CROSS JOIN (VALUES ('zz_chain_event', 'audit.chain_event()'::regprocedure), \
+                              ('append_only', 'audit.refuse_change()'::regprocedure), \
+                              ('zz_alerts', 'audit.evaluate_alerts()'::regprocedure)) t(name, fn) \
+           LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = r.rel AND tg.tgname = t.name \
+           WHERE tg.oid IS NULL OR tg.tgenabled <> 'A' OR tg.tgfoid <> t.fn OR tg.tgqual IS NOT NULL \
            UNION ALL \
            SELECT format('event trigger %s is %s', t.name, \
-                         CASE WHEN et.oid IS NULL THEN 'missing' ELSE 'disabled' END) \
-           FROM unnest(ARRAY['audit_ext_ddl_command', 'audit_ext_ddl_drop']) t(name) \
+                         CASE WHEN et.oid IS NULL THEN 'missing' \
+                              WHEN et.evtfoid <> t.fn OR et.evtevent <> t.ev THEN format('not %s on %s', t.fn, t.ev) \
+                              WHEN et.evttags IS NOT NULL THEN 'limited to some commands (WHEN TAG IN ...)' \
+                              WHEN et.evtenabled = 'D' THEN 'disabled' \
+                              ELSE 'not enabled ALWAYS (session_replication_role = replica skips it)' END) \
+           FROM (VALUES ('audit_ext_ddl_command', 'audit.capture_ddl_command()'::regprocedure, 'ddl_command_end'), \
+                        ('audit_ext_ddl_drop', 'audit.capture_ddl_drop()'::regprocedure, 'sql_drop')) t(name, fn, ev) \
            LEFT JOIN pg_catalog.pg_event_trigger et ON et.evtname = t.name \
-           WHERE et.oid IS NULL OR et.evtenabled NOT IN ('O', 'A') \
+           WHERE et.oid IS NULL OR et.evtenabled <> 'A' OR et.evtfoid <> t.fn OR et.evtevent <> t.ev \
+              OR et.evttags IS NOT NULL \
+           UNION ALL \
+           SELECT format('function %s is no longer audit_ext''s own C function', f.fn) \
+           FROM (VALUES ('audit.chain_event()'::regprocedure), ('audit.refuse_change()'::regprocedure), \
+                        ('audit.evaluate_alerts()'::regprocedure), ('audit.capture_rows()'::regprocedure)) f(fn) \
+           JOIN pg_catalog.pg_proc p ON p.oid = f.fn \
+           WHERE p.prolang <> (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'c') \
+              OR p.probin IS DISTINCT FROM '$libdir/audit_ext' \
            UNION ALL \
            SELECT format('rule %s on audit.events', r.rulename) FROM pg_catalog.pg_rewrite r \
            WHERE r.ev_class = 'audit.events'::regclass \
@@ -276,13 +298,6 @@ fn guard_problems() -> Option<String> {
            UNION ALL \
            SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl)) \
            FROM audit.tracked_tables t WHERE NOT t.intact \
-           UNION ALL \
-           SELECT format('trigger %s on partition %s is %s', t.name, i.inhrelid::regclass, \
-                         CASE WHEN tg.oid IS NULL THEN 'missing' ELSE 'disabled' END) \
-           FROM pg_catalog.pg_inherits i \
-           CROSS JOIN unnest(ARRAY['zz_chain_event', 'append_only']) t(name) \
-           LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = i.inhrelid AND tg.tgname = t.name \
-           WHERE i.inhparent = 'audit.events'::regclass AND (tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A')) \
            UNION ALL \
            SELECT format('partition audit.%s (class %s, %s to %s UTC) is missing: dropped or detached outside \
                           audit.apply_retention(), its events are gone', p.name, p.class, \

@@ -9,6 +9,9 @@
 #                                    the current database (exports PGDATABASE=NAME)
 #   ext_available                    true when audit_ext is installed in the server
 #   as_pg CMD...                     run CMD as the cluster's OS user (postgres when root)
+#   tamper "SQL" [psql args]         run SQL as a superuser who switched off every guard first
+#                                    (event triggers, triggers of audit.events and partitions),
+#                                    then switch them back on (ALWAYS), committed
 # Tests run in tests/integration; $TOOLS is tests/tools, $TEST_PORT the test cluster's port.
 # A test that exits early (an unexpected SQL error under set -e) counts as one failure.
 
@@ -60,4 +63,22 @@ fresh_db() {
   sql "CREATE DATABASE \"$db\"" -d postgres
   export PGDATABASE=$db
   if [ "${2:-}" != --no-extension ]; then sql "CREATE EXTENSION audit_ext"; fi
+}
+
+tamper() {
+  local q=$1; shift
+  sql "ALTER EVENT TRIGGER audit_ext_ddl_command DISABLE; ALTER EVENT TRIGGER audit_ext_ddl_drop DISABLE;
+       DO \$\$ DECLARE r regclass; BEGIN
+         FOR r IN SELECT 'audit.events'::regclass UNION ALL SELECT inhrelid::regclass FROM pg_inherits
+                  WHERE inhparent = 'audit.events'::regclass LOOP
+           EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r);
+         END LOOP; END \$\$;
+       $q;
+       DO \$\$ DECLARE r regclass; BEGIN
+         FOR r IN SELECT 'audit.events'::regclass UNION ALL SELECT inhrelid::regclass FROM pg_inherits
+                  WHERE inhparent = 'audit.events'::regclass LOOP
+           EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_chain_event, ENABLE ALWAYS TRIGGER append_only, '
+                          'ENABLE ALWAYS TRIGGER zz_alerts', r);
+         END LOOP; END \$\$;
+       ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE ALWAYS; ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE ALWAYS" "$@"
 }

@@ -15,15 +15,15 @@ sql_expect_error 42501 "TRUNCATE audit.events" "TRUNCATE by the superuser is ref
 # 1. A changed column, the trigger disabled (after the event trigger that refuses that), committed.
 id=$(id_at 10)
 sql_expect_error 42501 "ALTER TABLE audit.events DISABLE TRIGGER append_only" "disabling the append-only trigger is refused (42501)"
-sql "ALTER EVENT TRIGGER audit_ext_ddl_command DISABLE; ALTER TABLE audit.events DISABLE TRIGGER append_only;
-     UPDATE audit.events SET message = 'edited' WHERE seq = 10;
-     ALTER TABLE audit.events ENABLE TRIGGER append_only; ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE"
+tamper "UPDATE audit.events SET message = 'edited' WHERE seq = 10"
 assert_eq "$id" "$(first_bad)" "changed column found at that event"
-sql "SET session_replication_role = replica; UPDATE audit.events SET message = 'event 10' WHERE seq = 10"
+sql_expect_error 42501 "SET session_replication_role = replica; UPDATE audit.events SET message = 'event 10' WHERE seq = 10" \
+  "replica mode does not skip the guards (enabled ALWAYS)"
+tamper "UPDATE audit.events SET message = 'event 10' WHERE seq = 10"
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "restoring the original value restores integrity"
 
 # 2. Replica mode, then the hash recomputed to cover it: the next link breaks.
-sql "SET session_replication_role = replica; UPDATE audit.events SET actor = 'mallory' WHERE seq = 20;
+tamper "UPDATE audit.events SET actor = 'mallory' WHERE seq = 20;
      UPDATE audit.events e SET hash = audit.hash_event(e) WHERE seq = 20"
 assert_eq "$(id_at 21)" "$(first_bad)" "rehashed edit found at the next event's link"
 assert_match "^broken link" "$(sql "SELECT reason FROM audit.verify() WHERE NOT ok")" "reason names the broken link"
@@ -33,7 +33,7 @@ heads=$(sql "SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h")
 
 # 3. Deleted from the middle.
 id=$(id_at 31)
-sql "SET session_replication_role = replica; DELETE FROM audit.events WHERE seq = 30"
+tamper "DELETE FROM audit.events WHERE seq = 30"
 assert_eq "$id" "$(first_bad)" "deleted event found: the next event reports the gap"
 assert_match "^seq gap: expected seq 30, found seq 31" "$(sql "SELECT reason FROM audit.verify() WHERE NOT ok")" "reason names the missing seq"
 fresh_db audit_tamper
@@ -41,23 +41,21 @@ sql "SELECT count(audit.record('t.e', 'obj', i::text)) FROM generate_series(1, 5
 heads=$(sql "SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h")
 
 # 4. Truncated tail: invisible without heads, reported with them.
-sql "SET session_replication_role = replica; DELETE FROM audit.events WHERE seq > 45"
+tamper "DELETE FROM audit.events WHERE seq > 45"
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "a truncated tail looks whole without noted heads"
 assert_match "^false\|50\|noted head seq 50 is missing" "$(sql "SELECT ok || '|' || first_bad_seq || '|' || reason FROM audit.verify(heads => '$heads')")" \
   "the noted head reveals the truncated tail"
 
-# 5. A forged event in replica mode, hashed and linked correctly: again only heads catch it
+# 5. A forged event with the guards off, hashed and linked correctly: again only heads catch it
 #    once the tail is rewritten, but a forged event with a wrong link is caught at once.
-sql "SET session_replication_role = replica;
-     INSERT INTO audit.events (id, at, chain, seq, actor, action, status, severity, metadata, txid, prev_hash, hash)
+tamper "INSERT INTO audit.events (id, at, chain, seq, actor, action, status, severity, metadata, txid, prev_hash, hash)
      SELECT max(id) + 1, now(), min(chain), max(seq) + 1, 'mallory', 'forged', 'success', 'info', '{}', 1, '\\x00', '\\x00' FROM audit.events"
 assert_eq "$(sql "SELECT id FROM audit.events WHERE action = 'forged'")" "$(first_bad)" "forged event found"
 
 # 6. Swapped events.
 fresh_db audit_tamper
 sql "SELECT count(audit.record('t.e', 'obj', i::text)) FROM generate_series(1, 50) i" >/dev/null
-sql "SET session_replication_role = replica;
-     UPDATE audit.events SET seq = -seq WHERE seq IN (12, 13);
+tamper "UPDATE audit.events SET seq = -seq WHERE seq IN (12, 13);
      UPDATE audit.events SET seq = CASE seq WHEN -12 THEN 13 ELSE 12 END WHERE seq < 0"
 assert_eq "12" "$(sql "SELECT first_bad_seq FROM audit.verify() WHERE NOT ok")" "swapped events found at the first of them"
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: deps, then the unit, regress and integration layers (each runs even if an
+# `make test`: deps, then the unit, regress (without and with the library preloaded), dates
+# (the clock-dependent tests at awkward moments) and integration layers (each runs even if an
 # earlier one failed), then stops the test cluster. Counts individual tests per layer
 # (a layer that fails without reporting a failed test counts as one failure) and ends
 # with the line "N passed, N failed".
@@ -9,7 +10,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 MAKE=${MAKE:-make}
 logs=$(mktemp -d)
-trap 'tests/tools/cluster.sh stop test || true; rm -rf "$logs"' EXIT
+trap 'for c in test preload dates; do tests/tools/cluster.sh stop $c >/dev/null 2>&1 || true; done; rm -rf "$logs"' EXIT
 
 if ! "$MAKE" deps; then echo "deps failed"; echo "0 passed, 1 failed"; exit 1; fi
 
@@ -22,12 +23,12 @@ count() {
         p=$((p + $(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line")))
         f=$((f + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
       done < <(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^test result: .* [0-9]+ passed; [0-9]+ failed' || true) ;;
-    regress) # pg_regress: " All 3 tests passed. " or " 1 of 3 tests failed. "
+    regress|regress-preload) # pg_regress: " All 3 tests passed. " or " 1 of 3 tests failed. "
       if line=$(grep -oE 'All [0-9]+ tests passed' "$log"); then p=$(grep -oE '[0-9]+' <<<"$line")
       elif line=$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$log"); then
         read -r f _ t _ <<<"$line"; p=$((t - f))
       fi ;;
-    integration) # run.sh: "N passed, N failed[, N skipped]"
+    integration|dates) # run.sh, dates.sh: "N passed, N failed[, N skipped]"
       if line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1); then
         p=${line%% *}; f=$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")
       fi ;;
@@ -37,10 +38,10 @@ count() {
 }
 
 total_p=0 total_f=0 summary=()
-for layer in unit regress integration; do
+for layer in unit regress regress-preload dates integration; do
   echo "======== make $layer"
   # installs rewrite the extension's .so in place: never under a running test cluster
-  tests/tools/cluster.sh stop test || true
+  for c in test preload dates; do tests/tools/cluster.sh stop $c >/dev/null 2>&1 || true; done
   rc=0
   "$MAKE" "$layer" 2>&1 | tee "$logs/$layer" || rc=${PIPESTATUS[0]}
   read -r p f < <(count "$logs/$layer" "$rc" "$layer")

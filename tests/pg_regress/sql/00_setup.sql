@@ -1,7 +1,9 @@
 -- Fresh extension; one chain so that chain numbers in the output are stable.
 CREATE EXTENSION audit_ext;
 SELECT current_database() AS db \gset
+SET audit_ext.capture_ddl = off;  -- role and database changes are recorded only preloaded: leave them out of both runs
 ALTER DATABASE :"db" SET audit_ext.chains = 1;
+RESET audit_ext.capture_ddl;
 SET audit_ext.chains = 1;  -- this session too: the DDL below is captured as events
 
 -- try(sql): 'ok', or the SQLSTATE, message and hint of the error it raised.

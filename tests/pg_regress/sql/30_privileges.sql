@@ -1,8 +1,16 @@
 -- PUBLIC gets nothing; writers record; readers read and verify; admins do both.
+SET audit_ext.capture_ddl = off;  -- role and database changes are recorded only preloaded: leave them out of both runs
 CREATE ROLE regress_nobody;
+RESET audit_ext.capture_ddl;
+SET audit_ext.capture_ddl = off;  -- role and database changes are recorded only preloaded: leave them out of both runs
 CREATE ROLE regress_writer IN ROLE audit_writer;
+RESET audit_ext.capture_ddl;
+SET audit_ext.capture_ddl = off;  -- role and database changes are recorded only preloaded: leave them out of both runs
 CREATE ROLE regress_reader IN ROLE audit_reader;
+RESET audit_ext.capture_ddl;
+SET audit_ext.capture_ddl = off;  -- role and database changes are recorded only preloaded: leave them out of both runs
 CREATE ROLE regress_admin IN ROLE audit_admin;
+RESET audit_ext.capture_ddl;
 
 SET ROLE regress_nobody;
 SELECT try($$ SELECT audit.record('x.y') $$);
@@ -51,4 +59,6 @@ WHERE n.nspname = 'audit' AND has_function_privilege('public', p.oid, 'EXECUTE')
 SELECT has_table_privilege('public', 'audit.events', 'SELECT') AS public_select,
        has_schema_privilege('public', 'audit', 'USAGE') AS public_usage;
 
+SET audit_ext.capture_ddl = off;  -- role and database changes are recorded only preloaded: leave them out of both runs
 DROP ROLE regress_nobody, regress_writer, regress_reader, regress_admin;
+RESET audit_ext.capture_ddl;

@@ -1,5 +1,7 @@
 -- verify() finds each kind of tampering and names the first affected event. Each case runs
 -- in its own transaction (rolled back), as a superuser who switched the guards off.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/guards.sql
 SELECT chain, events_checked, ok FROM audit.verify();
 SELECT jsonb_agg(to_jsonb(h)) AS heads FROM audit.head() h \gset
 CREATE TEMP VIEW bad AS SELECT chain, first_bad_seq, reason FROM audit.verify() WHERE NOT ok;
@@ -13,12 +15,11 @@ ALTER TABLE audit.events DISABLE TRIGGER append_only;
 UPDATE audit.events SET actor = 'mallory' WHERE seq = 3;
 SELECT * FROM bad;
 ROLLBACK;
--- ... or in replica mode, which skips ordinary triggers.
-BEGIN;
-SET LOCAL session_replication_role = replica;
-UPDATE audit.events SET metadata = metadata || '{"x": 1}' WHERE seq = 5;
-SELECT * FROM bad;
-ROLLBACK;
+-- Replica mode, which skips ordinary triggers, does not skip these: they are enabled ALWAYS.
+SELECT try($$ SET LOCAL session_replication_role = replica;
+              UPDATE audit.events SET metadata = metadata || '{"x": 1}' WHERE seq = 5 $$) AS replica_mode;
+SELECT try($$ SET LOCAL session_replication_role = replica;
+              DELETE FROM audit.events WHERE seq = 5 $$) AS replica_mode;
 -- Every hashed column is covered.
 DO $$
 DECLARE col text; n int := 0;
@@ -27,7 +28,7 @@ BEGIN
         'action', 'status', 'severity', 'module', 'object_type', 'object_id', 'object_name',
         'old', 'new', 'message', 'metadata', 'txid']) LOOP
         BEGIN
-            SET LOCAL session_replication_role = replica;
+            PERFORM pg_temp.guards_off();
             EXECUTE format('UPDATE audit.events SET %I = %s WHERE seq = 2', col,
                 CASE col WHEN 'at' THEN 'at + interval ''1 second'''
                          WHEN 'actor_ip' THEN '''10.9.9.9'''
@@ -35,6 +36,7 @@ BEGIN
                          WHEN 'old' THEN '''{"t": 1}''' WHEN 'new' THEN '''{"t": 1}'''
                          WHEN 'metadata' THEN '''{"t": 1}'''
                          ELSE '''tampered''' END);
+            PERFORM pg_temp.guards_on();
             IF (SELECT first_bad_seq FROM audit.verify() WHERE NOT ok) = 2 THEN n := n + 1;
             ELSE RAISE NOTICE 'change to % not detected', col; END IF;
             RAISE EXCEPTION 'undo';
@@ -46,48 +48,54 @@ END $$;
 
 -- 2. The hash recomputed after the change: the next event's link breaks.
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 UPDATE audit.events SET status = 'denied' WHERE seq = 4;
 UPDATE audit.events e SET hash = audit.hash_event(e) WHERE seq = 4;
+SELECT pg_temp.guards_on();
 SELECT * FROM bad;
 ROLLBACK;
 
 -- 3. An event deleted from the middle.
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 DELETE FROM audit.events WHERE seq = 6;
+SELECT pg_temp.guards_on();
 SELECT * FROM bad;
 ROLLBACK;
 
 -- 4. A forged event appended, its hash computed but not linked.
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 INSERT INTO audit.events (id, at, chain, seq, actor, action, status, severity, metadata, txid, prev_hash, hash)
 SELECT max(id) + 1, now(), 0, max(seq) + 1, 'mallory', 'forged', 'success', 'info', '{}', 1, '\x00', '\x00'
 FROM audit.events;
 UPDATE audit.events e SET hash = audit.hash_event(e) WHERE action = 'forged';
+SELECT pg_temp.guards_on();
 SELECT * FROM bad;
 ROLLBACK;
 
 -- 5. Two events swapped (their seq exchanged).
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 UPDATE audit.events SET seq = -seq WHERE seq IN (7, 8);
 UPDATE audit.events SET seq = CASE seq WHEN -7 THEN 8 ELSE 7 END WHERE seq IN (-7, -8);
+SELECT pg_temp.guards_on();
 SELECT * FROM bad;
 ROLLBACK;
 
 -- 6. A seq gap (renumbered tail).
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 UPDATE audit.events SET seq = seq + 1 WHERE seq >= (SELECT max(seq) FROM audit.events);
+SELECT pg_temp.guards_on();
 SELECT * FROM bad;
 ROLLBACK;
 
 -- 7. The tail truncated: only the noted heads can tell.
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 DELETE FROM audit.events WHERE seq = (SELECT max(seq) FROM audit.events);
+SELECT pg_temp.guards_on();
 SELECT count(*) AS bad_without_heads FROM bad;
 SELECT chain, ok, first_bad_seq, reason ~ '^noted head seq \d+ is missing: the chain was truncated' AS truncated
 FROM audit.verify(heads => :'heads');
@@ -95,7 +103,7 @@ ROLLBACK;
 
 -- 8. The whole chain rewritten, every hash recomputed: again only the heads tell.
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 UPDATE audit.events SET message = 'rewritten' WHERE seq = 1;
 DO $$
 DECLARE r record; prev bytea;
@@ -105,6 +113,7 @@ BEGIN
         UPDATE audit.events e SET hash = audit.hash_event(e) WHERE id = r.id RETURNING hash INTO prev;
     END LOOP;
 END $$;
+SELECT pg_temp.guards_on();
 SELECT count(*) AS bad_without_heads FROM bad;
 SELECT chain, ok, reason ~ '^noted head seq \d+ has changed .*: the chain was rewritten' AS rewritten
 FROM audit.verify(heads => :'heads');
@@ -116,7 +125,8 @@ SELECT chain, ok, reason ~ '^matches noted head seq' AS matches FROM audit.verif
 -- A range: verify from an id in the middle checks the link to the event before it.
 SELECT chain, events_checked, ok FROM audit.verify(from_id => (SELECT id FROM audit.events WHERE seq = 5));
 BEGIN;
-SET LOCAL session_replication_role = replica;
+SELECT pg_temp.guards_off();
 UPDATE audit.events SET hash = '\x01' WHERE seq = 4;
+SELECT pg_temp.guards_on();
 SELECT chain, ok, first_bad_seq, reason FROM audit.verify(from_id => (SELECT id FROM audit.events WHERE seq = 5));
 ROLLBACK;
