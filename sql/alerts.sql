@@ -9,6 +9,9 @@ RETURNS SETOF audit.events
 AS $$
 DECLARE
     t text[];
+    r audit.events;
+    n integer := 0;
+    last_id bigint;
 BEGIN
     IF query IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.search(): query is NULL',
@@ -21,10 +24,22 @@ BEGIN
     END IF;
     t := audit._translate(query);
     -- t[1] is built by the translator from column names, operators and $1[n] only; the
-    -- values are t[2:], passed as the parameter array $1.
-    RETURN QUERY EXECUTE 'SELECT e.* FROM audit.events e WHERE (' || t[1] || ')'
-                         ' AND ($2::bigint IS NULL OR e.id < $2) ORDER BY e.id DESC LIMIT $3'
-        USING t[2:], after_id, limit_rows;
+    -- values are t[2:], passed as the parameter array $1. One row more than the limit tells
+    -- whether the limit cut the result, which a NOTICE then says (the default of 100 would
+    -- otherwise hide the rest silently).
+    FOR r IN EXECUTE 'SELECT e.* FROM audit.events e WHERE (' || t[1] || ')'
+                     ' AND ($2::bigint IS NULL OR e.id < $2) ORDER BY e.id DESC LIMIT $3'
+        USING t[2:], after_id, limit_rows + 1
+    LOOP
+        n := n + 1;
+        IF n > limit_rows THEN
+            RAISE NOTICE 'audit.search(): showing the first % matching events (limit_rows); more match', limit_rows
+                USING HINT = format('Fetch the next page with after_id => %s, or pass a larger limit_rows.', last_id);
+            EXIT;
+        END IF;
+        last_id := r.id;
+        RETURN NEXT r;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION audit.search IS 'Events matching a query (docs/query-language.md), newest first.';
@@ -74,6 +89,8 @@ BEGIN
             HINT = 'Drop it first with audit.drop_alert(), or pick another name.';
     END IF;
     PERFORM audit._check_alert(query, group_by);
+    -- stored as the column it names (aliases such as 'user' or ' Actor ' resolved)
+    group_by := audit._group_name(group_by);
     INSERT INTO audit.alert_rules (name, query, threshold, "window", group_by, channel, severity)
     VALUES (name, query, threshold, "window", group_by, channel, severity);
     PERFORM audit._rules_changed();

@@ -50,7 +50,7 @@ GRANT SELECT ON audit.tracked TO audit_reader;
 -- audit.verify() compares audit_ext's settings with what the log says they were set to
 GRANT SELECT ON audit.retention, audit.alert_rules, audit.streams TO audit_reader;
 -- read-only helpers that audit.tracked_tables and audit.verify() call as the reader
-GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass, boolean), audit._key_columns(regclass),
+GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass, boolean), audit._key_columns(regclass), audit._tree(regclass),
                           audit._root(regclass)
     TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(regclass, jsonb),

@@ -63,6 +63,13 @@ fn check_alert(query: Option<&str>, group_by: Option<&str>) -> bool {
     true
 }
 
+/// `audit._group_name(group_by)`: the column a `group_by` names (its documented aliases
+/// included), which is what `audit.create_alert` stores; 22023 for anything else.
+#[pg_extern(immutable, strict, parallel_safe, name = "_group_name")]
+fn group_name(group_by: &str) -> &'static str {
+    group_column(group_by).map(|g| g.0).unwrap_or_else(|| crate::error::raise(AlertError::BadGroup(group_by.to_string())))
+}
+
 /// Tells every backend (at commit) and this one (at the next command) to reload the rules.
 #[pg_extern(volatile, parallel_unsafe, name = "_rules_changed")]
 fn rules_changed() {
@@ -91,6 +98,8 @@ struct Rule {
     threshold: i64,
     window_us: i64,
     window_text: String,
+    /// When the rule was created (PostgreSQL-epoch µs): events before it never count.
+    created_us: i64,
     group: Option<(&'static str, &'static str, Field)>,
     channel: CString,
     severity: String,
@@ -127,7 +136,7 @@ unsafe fn load() -> Rc<Rules> {
         let rows = client
             .select(
                 "SELECT name, query, threshold, (extract(epoch FROM \"window\") * 1000000)::bigint, \
-                        NULL, group_by, channel, severity \
+                        ((extract(epoch FROM created_at) - 946684800) * 1000000)::bigint, group_by, channel, severity \
                  FROM audit.alert_rules WHERE enabled ORDER BY name",
                 None,
                 &[],
@@ -149,6 +158,7 @@ unsafe fn load() -> Rc<Rules> {
                 threshold: r.get::<i32>(3).ok().flatten().unwrap_or(1) as i64,
                 window_us: r.get::<i64>(4).ok().flatten().unwrap_or(0),
                 window_text: human_interval(r.get::<i64>(4).ok().flatten().unwrap_or(0)),
+                created_us: r.get::<i64>(5).ok().flatten().unwrap_or(i64::MIN),
                 group: r.get::<String>(6).ok().flatten().and_then(|g| group_column(&g)),
                 channel: CString::new(r.get::<String>(7).ok().flatten().unwrap_or_default()).unwrap_or_default(),
                 severity: r.get(8).ok().flatten().unwrap_or_default(),
@@ -450,7 +460,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
     );
     let last_fired = cell(1);
     let window_start = at - rule.window_us;
-    let since = last_fired.map_or(window_start, |d| (d.value() as i64).max(window_start));
+    let since = last_fired.map_or(window_start, |d| (d.value() as i64).max(window_start)).max(rule.created_us);
 
     if rule.plan.get().is_null() {
         let group_sql = match rule.group {

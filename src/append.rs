@@ -14,6 +14,8 @@ use std::ffi::CStr;
 pub const STATUSES: [&str; 3] = ["success", "failure", "denied"];
 pub const SEVERITIES: [&str; 6] = ["debug", "info", "notice", "warning", "high", "critical"];
 pub const MAX_ACTION_CHARS: usize = 200;
+/// 10000-01-01 00:00:00 UTC in PostgreSQL-epoch microseconds: `at` must be before it.
+const MAX_AT: i64 = 252_455_616_000_000_000;
 
 #[derive(thiserror::Error, Debug)]
 pub enum AppendError {
@@ -25,7 +27,7 @@ pub enum AppendError {
     Invalid { field: &'static str, problem: String, fix: &'static str },
     #[error("invalid metadata: it must be a JSON object")]
     MetadataNotObject,
-    #[error("invalid at: an audit event needs a finite timestamp before 294247-01-10 04:00:54.775807 UTC")]
+    #[error("invalid at: an audit event needs a finite time before 10000-01-01 00:00:00 UTC")]
     BadTimestamp,
     #[error("audit event is {size} bytes, over the limit of {limit} bytes (audit_ext.max_event_bytes)")]
     TooLarge { size: usize, limit: i32 },
@@ -37,6 +39,8 @@ pub enum AppendError {
     RestoredIncomplete { column: &'static str },
     #[error("module {0:?} is reserved for the events audit_ext records itself")]
     ReservedModule(String),
+    #[error("invalid {field}: it nests arrays and objects more than {limit} levels deep")]
+    TooDeep { field: &'static str, limit: usize },
 }
 
 /// Where each of `COLUMNS` sits in a relation's tuple, and the id sequence.
@@ -140,9 +144,11 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
             now
         }
     };
-    // infinity, and the times from 294247-01-10 04:00:54.775807 UTC on, whose microseconds
-    // since 1970 do not fit the 8 bytes of the hash encoding (docs/hash-format.md)
-    if at == i64::MAX || at == i64::MIN || at.checked_add(crate::hash::PG_EPOCH_OFFSET_US).is_none() {
+    // infinity, and times from the year 10000 on: from 294247-01-10 04:00:54.775807 UTC the
+    // microseconds since 1970 no longer fit the 8 bytes of the hash encoding, so that times
+    // would share one (docs/hash-format.md), and partition arithmetic in microseconds
+    // overflows months before that
+    if at == i64::MAX || at == i64::MIN || at >= MAX_AT || at.checked_add(crate::hash::PG_EPOCH_OFFSET_US).is_none() {
         return Err(AppendError::BadTimestamp);
     }
 
@@ -163,6 +169,13 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
         ID_FOR_CALLER.set(Some(Some(id.value() as i64)));
     }
 
+    for (c, field) in [(event::OLD, "old"), (event::NEW, "new"), (event::METADATA, "metadata")] {
+        if let Some(d) = row.get(c) {
+            if event::jsonb_deeper_than(d, event::MAX_JSON_DEPTH) {
+                return Err(AppendError::TooDeep { field, limit: event::MAX_JSON_DEPTH });
+            }
+        }
+    }
     let (hash, size) = event::hash_datums(|c| row.get(c));
     let limit = gucs::MAX_EVENT_BYTES.get();
     if size > limit as usize {

@@ -198,3 +198,64 @@ fn type_oid(kind: Kind) -> pg_sys::Oid {
         Kind::Bytea => pg_sys::BYTEAOID,
     }
 }
+
+/// Deepest nesting of arrays and objects that `old`, `new` and `metadata` may have. serde_json,
+/// which alerts, `audit.diff` and the jsonb conversions of the SQL functions use, stops at 128
+/// levels; a document past that would be found by `audit.search` but skipped by every alert
+/// rule (an attacker could pad an event to evade them) and fail in `audit.changes`. So events
+/// deeper than this are refused when they are recorded.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Whether a jsonb datum nests arrays and objects deeper than `limit` levels. Reads only the
+/// containers' headers and entries of the binary format (no text, no allocation), so it
+/// costs a few nanoseconds per container.
+///
+/// # Safety
+/// `d` must be a jsonb datum.
+pub unsafe fn jsonb_deeper_than(d: pg_sys::Datum, limit: usize) -> bool {
+    let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+    let root = std::ptr::addr_of!((*jb).root) as *const u8;
+    const JB_FSCALAR: u32 = 0x1000_0000;
+    let header = std::ptr::read_unaligned(root as *const u32);
+    // a scalar is stored as a one-element array that is not a level of nesting
+    let top = if header & JB_FSCALAR != 0 { 0 } else { 1 };
+    container_deeper(root, top, limit)
+}
+
+/// `c` points at a JsonbContainer at nesting level `level` (PostgreSQL's jsonb.h layout: a
+/// u32 header holding the count and kind, then one u32 JEntry per array element or per key
+/// and value, then the children's data, containers aligned to 4 bytes).
+unsafe fn container_deeper(c: *const u8, level: usize, limit: usize) -> bool {
+    const JB_CMASK: u32 = 0x0FFF_FFFF;
+    const JB_FOBJECT: u32 = 0x2000_0000;
+    const JENTRY_OFFLENMASK: u32 = 0x0FFF_FFFF;
+    const JENTRY_TYPEMASK: u32 = 0x7000_0000;
+    const JENTRY_HAS_OFF: u32 = 0x8000_0000;
+    const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
+    if level > limit {
+        return true;
+    }
+    let header = std::ptr::read_unaligned(c as *const u32);
+    let count = (header & JB_CMASK) as usize;
+    let n = if header & JB_FOBJECT != 0 { 2 * count } else { count };
+    let entry = |i: usize| std::ptr::read_unaligned(c.add(4 + 4 * i) as *const u32);
+    let data = c.add(4 + 4 * n);
+    // offsets: the sum of the lengths before i, or an entry's stored end offset
+    let mut offset = 0usize;
+    for i in 0..n {
+        let e = entry(i);
+        let end = if e & JENTRY_HAS_OFF != 0 {
+            (e & JENTRY_OFFLENMASK) as usize
+        } else {
+            offset + (e & JENTRY_OFFLENMASK) as usize
+        };
+        if e & JENTRY_TYPEMASK == JENTRY_ISCONTAINER {
+            let aligned = (offset + 3) & !3;
+            if container_deeper(data.add(aligned), level + 1, limit) {
+                return true;
+            }
+        }
+        offset = end;
+    }
+    false
+}

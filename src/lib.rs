@@ -60,7 +60,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/alerts.sql",
     name = "alerts",
-    requires = ["api", search::translate, alerts::check_alert, alerts::rules_changed]
+    requires = ["api", search::translate, alerts::check_alert, alerts::rules_changed, alerts::group_name]
 );
 extension_sql_file!(
     "../sql/retention.sql",

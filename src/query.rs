@@ -279,6 +279,8 @@ enum Tok {
     Or,
     Not,
     Term(Box<Term>),
+    /// `field:(a OR b ...)`: one field, several values.
+    Group(Box<Node>, usize),
     End,
 }
 
@@ -290,12 +292,13 @@ impl Tok {
             Tok::And => "\"AND\"",
             Tok::Or => "\"OR\"",
             Tok::Not => "\"NOT\"",
-            Tok::Term(_) => "a term",
+            Tok::Term(_) | Tok::Group(..) => "a term",
             Tok::End => "end of query",
         }
     }
 }
 
+#[derive(Clone)]
 enum Target {
     Col(Field),
     Json(Doc, Vec<String>),
@@ -426,6 +429,75 @@ impl Lexer {
                 .all(|(k, c)| self.s.get(vpos + k) == Some(&c))
         });
         self.i += op.map_or(0, |(o, _)| o.len());
+        if op.is_none() && self.peek() == Some('(') {
+            return self.group(target, &name, vpos);
+        }
+        let pat = self.value(&name, op.map_or("", |(o, _)| o))?;
+        build(target, op.map_or(Cmp::Eq, |(_, c)| c), pat, vpos, &name)
+            .map(|t| Tok::Term(Box::new(t)))
+    }
+
+    /// `field:(v1 OR v2 ...)` (or AND throughout), as Kibana and Lucene users write it: each
+    /// value as after `field:`, quoted or bare. An unclosed or empty group is an error, never a
+    /// value (a value that starts with "(" is written quoted).
+    fn group(&mut self, target: Target, name: &str, open: usize) -> Result<Tok, QueryError> {
+        self.i += 1;
+        let (mut terms, mut joint): (Vec<Node>, Option<bool>) = (vec![], None);
+        loop {
+            while self.peek().is_some_and(char::is_whitespace) {
+                self.i += 1;
+            }
+            let vpos = self.i;
+            match self.peek() {
+                None => return Err(qerr(open, format!("unterminated \"{name}:(\": expected \")\""))),
+                Some(')') if terms.is_empty() => return Err(qerr(vpos, format!("empty group after \"{name}:\""))),
+                Some(')') => {
+                    self.i += 1;
+                    break;
+                }
+                Some('(') => return Err(qerr(vpos, "groups of values cannot nest; quote a value that starts with \"(\"")),
+                _ => {}
+            }
+            if !terms.is_empty() {
+                let word: String = self.s[self.i..].iter().take_while(|c| c.is_ascii_alphabetic()).collect();
+                let and = match word.to_ascii_uppercase().as_str() {
+                    "OR" => false,
+                    "AND" => true,
+                    _ => return Err(qerr(vpos, format!("expected OR, AND or \")\" between the values of \"{name}:(...)\""))),
+                };
+                if joint.is_some_and(|j| j != and) {
+                    return Err(qerr(vpos, format!("use either OR or AND inside \"{name}:(...)\", not both")));
+                }
+                joint = Some(and);
+                self.i += word.len();
+                while self.peek().is_some_and(char::is_whitespace) {
+                    self.i += 1;
+                }
+            }
+            let vpos = self.i;
+            if matches!(self.peek(), None | Some(')')) {
+                return Err(qerr(vpos, format!("expected a value inside \"{name}:(...)\"")));
+            }
+            let pat = self.value(name, "")?;
+            let t = build(target.clone(), Cmp::Eq, pat, vpos, name)?;
+            terms.push(Node::Leaf(t));
+        }
+        let n = terms.len();
+        let node = if n == 1 {
+            terms.remove(0)
+        } else if joint == Some(true) {
+            Node::And(terms)
+        } else {
+            Node::Or(terms)
+        };
+        if !self.boundary() {
+            return Err(qerr(self.i, "expected a space or \")\" after the group"));
+        }
+        Ok(Tok::Group(Box::new(node), n))
+    }
+
+    /// One value after `field:` (and its operator): quoted, or bare up to a space or ")".
+    fn value(&mut self, name: &str, op: &str) -> Result<Pat, QueryError> {
         let pat = if self.peek() == Some('"') {
             let p = self.quoted(true)?;
             self.after_quote()?;
@@ -441,17 +513,15 @@ impl Lexer {
                 self.i += 1;
             }
             if self.i == from {
-                let o = op.map_or("", |(o, _)| o);
                 return Err(qerr(
                     self.i,
-                    format!("expected a value after \"{name}:{o}\""),
+                    format!("expected a value after \"{name}:{op}\""),
                 ));
             }
             segs.push(cur);
             Pat(segs)
         };
-        build(target, op.map_or(Cmp::Eq, |(_, c)| c), pat, vpos, &name)
-            .map(|t| Tok::Term(Box::new(t)))
+        Ok(pat)
     }
 }
 
@@ -901,7 +971,7 @@ impl Parser {
         loop {
             match self.peek()? {
                 Tok::And => self.last = self.next()?.0.name(),
-                Tok::Not | Tok::LParen | Tok::Term(_) => {}
+                Tok::Not | Tok::LParen | Tok::Term(_) | Tok::Group(..) => {}
                 _ => break,
             }
             v.push(self.unary(depth)?);
@@ -931,6 +1001,13 @@ impl Parser {
                     return Err(qerr(pos, format!("too many terms (at most {MAX_TERMS})")));
                 }
                 Ok(Node::Leaf(*t))
+            }
+            Tok::Group(n, count) => {
+                self.terms += count;
+                if self.terms > MAX_TERMS {
+                    return Err(qerr(pos, format!("too many terms (at most {MAX_TERMS})")));
+                }
+                Ok(*n)
             }
             Tok::LParen if depth >= MAX_DEPTH => {
                 Err(qerr(pos, format!("nested more than {MAX_DEPTH} levels")))
@@ -1293,6 +1370,26 @@ mod tests {
         parse(s)
             .map(|_| (0, String::new()))
             .unwrap_or_else(|e| (e.position, e.message))
+    }
+
+    #[test]
+    fn field_groups() {
+        // field:(a OR b) is the same query as (field:a OR field:b)
+        for (group, spelled) in [
+            ("action:(authentication.login OR policy.modify)", "(action:authentication.login OR action:policy.modify)"),
+            ("actor:(alice or \"bob smith\" OR carol*)", "(actor:alice OR actor:\"bob smith\" OR actor:carol*)"),
+            ("new.state:(a AND b) status:failure", "(new.state:a AND new.state:b) AND status:failure"),
+            ("NOT module:(x OR y)", "NOT (module:x OR module:y)"),
+            ("action:(one)", "action:one"),
+        ] {
+            assert_eq!(parse(group).unwrap(), parse(spelled).unwrap(), "{group}");
+        }
+        for bad in ["action:(", "action:()", "action:(a b)", "action:(a OR b AND c)", "action:(a OR (b))",
+                    "action:(a OR)", "action:(a)b", "action:(a OR b"] {
+            assert!(parse(bad).is_err(), "{bad} should be an error");
+        }
+        // a value that starts with "(" is written quoted
+        assert!(parse("message:\"(x\"").is_ok());
     }
 
     #[test]

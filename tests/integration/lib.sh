@@ -2,7 +2,7 @@
 # under `set -euo pipefail` with PGHOST/PGPORT/PGUSER/PGDATABASE pointing at the test cluster.
 #
 #   sql "query" [psql args]           run query (several statements allowed), print rows (-XAtq)
-#   sql_expect_error SQLSTATE "query" [message]   assert the query fails with that SQLSTATE
+#   sql_expect_error SQLSTATE "query" [message [psql args]]   assert the query fails with that SQLSTATE
 #   assert_eq EXPECTED ACTUAL message | assert_match REGEX ACTUAL message
 #   ok message | fail message | skip message      record one check
 #   fresh_db NAME [--no-extension]   drop+create NAME, CREATE EXTENSION audit_ext, and make it
@@ -43,7 +43,7 @@ assert_match() {
 
 sql_expect_error() {
   local want=$1 q=$2 msg=${3:-"fails with SQLSTATE $1: $2"} out rc=0 got
-  out=$(psql -Xq -v ON_ERROR_STOP=1 -v VERBOSITY=verbose <<<"$q" 2>&1) || rc=$?
+  out=$(psql -Xq -v ON_ERROR_STOP=1 -v VERBOSITY=verbose "${@:4}" <<<"$q" 2>&1) || rc=$?
   # verbose errors look like "ERROR:  23505: duplicate key value ..."
   got=$(sed -nE 's/^(ERROR|FATAL|PANIC):  ([0-9A-Z]{5}): .*/\2/p' <<<"$out" | head -n 1)
   if [ "$rc" -ne 0 ] && [ "$got" == "$want" ]; then ok "$msg"; else

@@ -73,4 +73,7 @@ assert_eq "false|guards: event trigger audit_ext_ddl_drop is disabled" \
   "$(sql "SELECT bool_and(ok) || '|' || string_agg(reason, '') FILTER (WHERE chain IS NULL) FROM audit.verify()")" \
   "verify reports a disabled event trigger as a row with chain NULL"
 sql "ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE" >/dev/null
+assert_match "false\|.*not enabled ALWAYS" "$(sql "SELECT bool_and(ok) || '|' || string_agg(reason, '') FILTER (WHERE chain IS NULL) FROM audit.verify()")" \
+  "re-enabled as an ordinary (not ALWAYS) event trigger, verify still reports it: replica mode would skip it"
+sql "ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE ALWAYS" >/dev/null
 assert_eq "true|1" "$(sql "SELECT bool_and(ok) || '|' || count(*) FROM audit.verify()")" "re-enabled, verify passes again"

@@ -56,7 +56,7 @@ assert_eq "$heads" "$(sql "SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h")" 
 assert_eq "$retention_before" "$(sql "$retention_state")" \
   "partitions (same names and classes), policies and retention anchors are restored"
 assert_eq "0" "$(sql "SELECT count(*) FROM pg_inherits i WHERE i.inhparent = 'audit.events'::regclass
-                     AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = i.inhrelid AND t.tgenabled = 'O'
+                     AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = i.inhrelid AND t.tgenabled = 'A'
                           AND t.tgname IN ('zz_chain_event', 'append_only', 'zz_alerts')) <> 3")" \
   "every restored partition has its guards"
 assert_eq "0" "$(sql "SELECT count(*) FROM pg_inherits i WHERE i.inhparent = 'audit.events'::regclass

@@ -49,3 +49,26 @@ RESET ROLE;
 SET audit_ext.capture_ddl = off;  -- role and database changes are recorded only preloaded: leave them out of both runs
 DROP ROLE regress_plain;
 RESET audit_ext.capture_ddl;
+
+-- Every value of at has its own encoding: infinite times, and every time from the year 10000 on
+-- (from 294247-01-10 04:00:54.775807 UTC two times would share one encoding), are refused (22008).
+SELECT try($$ INSERT INTO audit.events (action, at) VALUES ('a.b', 'infinity') $$);
+SELECT try($$ INSERT INTO audit.events (action, at) VALUES ('a.b', '-infinity') $$);
+SELECT try($$ INSERT INTO audit.events (action, at) VALUES ('a.b', '294247-01-10 04:00:54.775807+00') $$);
+SELECT try($$ INSERT INTO audit.events (action, at) VALUES ('a.b', '294276-12-31 23:59:59+00') $$);
+SELECT try($$ INSERT INTO audit.events (action, at) VALUES ('a.b', '10000-01-01 00:00:00+00') $$);
+BEGIN;
+SELECT try($$ INSERT INTO audit.events (action, at) VALUES ('a.b', '9999-12-31 23:59:59.999999+00') $$) AS last_valid;
+ROLLBACK;
+-- audit.record refuses the names of the events audit_ext writes itself, under any module.
+SELECT try($$ SELECT audit.record('row.update', 'table', '1') $$);
+SELECT try($$ SELECT audit.record('ddl.drop_table') $$);
+SELECT try($$ SELECT audit.record('retention.applied', module => 'app') $$);
+-- Documents nested more than 100 levels are refused (54000), so that alerts, search and
+-- audit.diff agree on every event there is (serde_json, behind alerts and diff, stops at 128).
+SELECT try($$ SELECT audit.record('doc.deep', new => (repeat('[', 101) || repeat(']', 101))::jsonb) $$);
+SELECT try($$ SELECT audit.record('doc.deep', metadata => (repeat('{"a": ', 101) || '1' || repeat('}', 101))::jsonb) $$);
+SELECT try($$ SELECT audit.record('doc.deep', old => ('{"x": [1, {"y": ' || repeat('[', 100) || repeat(']', 100) || '}]}')::jsonb) $$);
+SELECT audit.record('doc.deep', new => (repeat('[', 100) || repeat(']', 100))::jsonb) IS NOT NULL AS depth_100_recorded;
+SELECT audit.diff(NULL, new) IS NOT NULL AS depth_100_diffs FROM audit.events WHERE action = 'doc.deep';
+SELECT count(*) AS depth_100_found FROM audit.search('action:doc.deep');

@@ -119,6 +119,32 @@ SELECT chain, ok, reason ~ '^noted head seq \d+ has changed .*: the chain was re
 FROM audit.verify(heads => :'heads');
 ROLLBACK;
 
+-- 9. One event moved to another retention class (not hashed, it picks the partition): reported
+--    as moved, at that event, not as a gap.
+BEGIN;
+SELECT pg_temp.guards_off();
+UPDATE audit.events SET retention_class = 5 WHERE seq = 6;
+SELECT pg_temp.guards_on();
+SELECT * FROM bad;
+ROLLBACK;
+
+-- 10. A forged copy of an event beside the original: verify names the copy, whichever id it has.
+BEGIN;
+SELECT pg_temp.guards_off();
+INSERT INTO audit.events
+SELECT (jsonb_populate_record(e, jsonb_build_object('id', e.id + 1000, 'message', 'copy'))).* FROM audit.events e WHERE seq = 6;
+SELECT pg_temp.guards_on();
+SELECT chain, first_bad_seq, first_bad_id > 1000 AS names_the_copy, reason FROM audit.verify() WHERE NOT ok;
+ROLLBACK;
+BEGIN;
+SELECT pg_temp.guards_off();
+INSERT INTO audit.events
+SELECT (jsonb_populate_record(e, jsonb_build_object('id', -e.id))).* FROM audit.events e WHERE seq = 6;
+SELECT pg_temp.guards_on();
+SELECT chain, first_bad_seq, first_bad_id < 0 AS names_the_copy,
+       regexp_replace(reason, 'event \d+', 'event N') AS reason FROM audit.verify() WHERE NOT ok;
+ROLLBACK;
+
 -- Untouched, with the heads: ok, and says so.
 SELECT chain, ok, reason ~ '^matches noted head seq' AS matches FROM audit.verify(heads => :'heads');
 
