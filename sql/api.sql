@@ -75,3 +75,16 @@ CREATE FUNCTION audit.hash_event(e audit.events) RETURNS bytea
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'audit_hash_event';
 COMMENT ON FUNCTION audit.hash_event IS 'Recomputes the SHA-256 of one event row (docs/hash-format.md).';
+
+-- One event as the JSON object the outside verifier reads (tests/tools/verify_export.py,
+-- docs/hash-format.md "Checking"): every column, with old and new left out when they are SQL
+-- NULL, so that a jsonb null (which the hash tells apart) stays distinct from a missing value.
+-- Export byte for byte with COPY (psql's own output drops some code points).
+CREATE FUNCTION audit.export_json(e audit.events) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_jsonb(e) - array_remove(ARRAY[CASE WHEN e.old IS NULL THEN 'old' END,
+                                            CASE WHEN e.new IS NULL THEN 'new' END], NULL)
+$$;
+COMMENT ON FUNCTION audit.export_json IS 'One event as the JSON object tests/tools/verify_export.py verifies (docs/hash-format.md).';

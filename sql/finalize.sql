@@ -37,7 +37,8 @@ GRANT EXECUTE ON FUNCTION audit.record(text, text, text, text, jsonb, jsonb, tex
 
 -- Readers read and verify.
 GRANT SELECT ON audit.events TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), audit.hash_event(audit.events)
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), audit.hash_event(audit.events),
+                          audit.export_json(audit.events)
     TO audit_reader;
 
 GRANT SELECT ON audit.changes TO audit_reader;

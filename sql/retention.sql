@@ -543,7 +543,7 @@ BEGIN
         IF files[i] IS NOT NULL THEN
             -- one JSON object per line: CSV with a quote and a delimiter that JSON text never
             -- holds raw (to_jsonb escapes control characters), so nothing is quoted or escaped
-            EXECUTE format('COPY (SELECT to_jsonb(e) FROM audit.%I e ORDER BY e.chain, e.seq) TO %L '
+            EXECUTE format('COPY (SELECT audit.export_json(e) FROM audit.%I e ORDER BY e.chain, e.seq) TO %L '
                            'WITH (FORMAT csv, QUOTE E''\x01'', DELIMITER E''\x02'')', todo[i].name, files[i]);
         END IF;
     END LOOP;

@@ -306,7 +306,7 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
         crate::error::raise(AlertError::NotAlertTrigger("it is a trigger function"));
     }
     let td = ctx as *mut pg_sys::TriggerData;
-    if crate::gucs::RESTORE.get() {
+    if crate::gucs::restoring() {
         return pg_sys::Datum::from(0); // restored events are not new: no alerts, no streams
     }
     let rules = crate::elevate::with_pinned_path(|| load());

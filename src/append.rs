@@ -128,7 +128,7 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
 
     let chain_columns = [event::ID, event::CHAIN, event::SEQ, event::TXID, event::PREV_HASH, event::HASH];
     if let Some(&c) = chain_columns.iter().find(|&&c| row.get(c).is_some()) {
-        if gucs::RESTORE.get() {
+        if gucs::restoring() {
             return restored(td, &row);
         }
         return Err(AppendError::Generated { column: COLUMNS[c].0 });

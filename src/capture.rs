@@ -41,7 +41,7 @@ fn capture_ddl_enabled() -> bool {
 /// and the upkeep of their capture triggers stand aside while pg_restore rebuilds them.
 #[pg_extern(stable, parallel_safe, strict, name = "_restoring")]
 fn restoring() -> bool {
-    gucs::RESTORE.get()
+    gucs::restoring()
 }
 
 /// Whether role changes are captured: the utility hook is installed only when the library is
@@ -153,7 +153,7 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
     if !has_tables {
         raise(CaptureError::NotCaptureTrigger("the trigger lacks its transition tables; run audit.track() again"));
     }
-    if gucs::RESTORE.get() {
+    if gucs::restoring() {
         return pg_sys::Datum::from(0); // loading a dump: its rows are not new changes
     }
     let rel = (*td).tg_relation;

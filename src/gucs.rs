@@ -70,7 +70,25 @@ pub static PARTITION_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Whether DDL, role and row capture are on now: on, and not restoring a dump.
 pub fn capturing_ddl() -> bool {
-    CAPTURE_DDL.get() && !RESTORE.get()
+    CAPTURE_DDL.get() && !restoring()
+}
+
+/// Whether a dump is being restored: `audit_ext.restore = on`, or a superuser's `pg_restore`
+/// (which names itself in application_name). So a plain `pg_restore` of a database with
+/// audit_ext, as DBAs run it every day, restores the log completely and verifiably instead of
+/// failing on every event and leaving a log that holds only the restore's own DDL (which then
+/// verified as intact). The same as the superuser setting `audit_ext.restore`: a non-superuser
+/// who names its session pg_restore gets nothing from it.
+pub fn restoring() -> bool {
+    RESTORE.get() || unsafe { superuser_pg_restore() }
+}
+
+unsafe fn superuser_pg_restore() -> bool {
+    let app = pgrx::pg_sys::application_name;
+    !app.is_null()
+        && std::ffi::CStr::from_ptr(app).to_bytes() == b"pg_restore"
+        && pgrx::pg_sys::IsTransactionState()
+        && pgrx::pg_sys::superuser()
 }
 
 /// Who is acting, as set by `audit.set_context` (these are its storage: GUCs give us SET LOCAL

@@ -244,7 +244,7 @@ fn load_parts(class: i32) -> Vec<Part> {
 /// that landed in the default partition is not a reason: the worker never moves events, see
 /// `audit._ensure_partitions`.)
 pub fn after_route(class: i32) {
-    if IN_WORKER.get() || gucs::RESTORE.get() || !gucs::PARTITION_WORKER.get() {
+    if IN_WORKER.get() || gucs::restoring() || !gucs::PARTITION_WORKER.get() {
         return;
     }
     let now = unsafe { pg_sys::GetCurrentTimestamp() };

@@ -414,7 +414,16 @@ unsafe fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) 
             .map(|c| {
                 let mut r = check_chain(c, from, to, noted.get(&c), &anchors);
                 if !noted.is_empty() && !noted.contains_key(&c) && r.bad.is_none() {
-                    r.note = Some("not in the noted heads: the chain began after they were noted".into());
+                    // a chain retention emptied before the heads were noted is not new: audit.head()
+                    // lists no chain without events
+                    r.note = Some(if anchors.of(c).is_empty() {
+                        "not in the noted heads: the chain began after they were noted".into()
+                    } else {
+                        format!(
+                            "not in the noted heads (it had no events left when they were noted); {}",
+                            r.note.take().unwrap_or_default()
+                        )
+                    });
                 }
                 (c, r)
             })

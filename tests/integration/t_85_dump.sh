@@ -39,12 +39,22 @@ rport=$((${TEST_PORT:-5498} - 30))
 trap '"$tools/cluster.sh" stop restore >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 eval "$("$tools/cluster.sh" env restore audit_restored)"
 
-# Without restore mode the events are refused, loudly, and the hint says what to do.
+# A superuser's plain pg_restore, with no settings, as DBAs run it every day: pg_restore names
+# itself (application_name), and audit_ext restores as in restore mode. Every event comes back
+# and verifies against the heads noted before the dump; nothing new is interleaved.
 fresh_db audit_restored --no-extension
-out=$(pg_restore -d audit_restored "$work/audit.dump" 2>&1) && rc=0 || rc=$?
-assert_eq "1" "$rc" "pg_restore without restore mode fails"
+out=$(pg_restore --exit-on-error -d audit_restored "$work/audit.dump" 2>&1) && rc=0 || rc=$?
+assert_eq "0|" "$rc|$out" "a plain pg_restore (no settings) succeeds, without a warning"
+assert_eq "$n|true|$((chains))" "$(sql "SELECT (SELECT count(*) FROM audit.events) || '|' || bool_and(ok) || '|' || count(*)
+                                        FROM audit.verify(heads => '$heads')")" \
+  "it restores every event, and verify passes against the heads noted before the dump"
+# Replaying the dump's SQL with psql (not pg_restore) without restore mode refuses the events,
+# loudly, with the fix in the hint.
+fresh_db audit_restored --no-extension
+pg_restore -f "$work/plain.sql" "$work/audit.dump"
+out=$(psql -X -q -d audit_restored -f "$work/plain.sql" 2>&1) || true
 assert_match "assigned by audit_ext.*audit_ext\.restore=on" "$(tr '\n' ' ' <<<"$out")" \
-  "with the error naming the fix (PGOPTIONS='-c audit_ext.restore=on')"
+  "replaying the dump with psql outside restore mode refuses the events, naming the fix (PGOPTIONS='-c audit_ext.restore=on')"
 
 fresh_db audit_restored --no-extension
 out=$(PGOPTIONS='-c audit_ext.restore=on' pg_restore --exit-on-error -d audit_restored "$work/audit.dump" 2>&1) && rc=0 || rc=$?

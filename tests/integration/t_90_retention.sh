@@ -130,6 +130,13 @@ assert_eq "t" "$(sql "SELECT e.seq = a.to_seq + 1 AND e.prev_hash = a.to_hash
                      WHERE e.action = 'page.view'")" \
   "a new event continues its chain after the dropped stretch (next seq, linked to the anchor)"
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "and verify passes"
+# What is left, exported whole, verifies outside too: chains start after the dropped stretches,
+# exactly where the newest retention.applied event anchors them.
+wout=$(psql -Xq -c "COPY (SELECT audit.export_json(e) FROM audit.events e ORDER BY chain, seq)
+                     TO STDOUT WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')" | python3 "$verify_export" 2>&1) && wrc=0 || wrc=$?
+assert_eq "0|t" "$wrc|$(sql "SELECT bool_and(ok) FROM audit.verify()")" \
+  "an export of the log after retention verifies with verify_export.py, as audit.verify() accepts it"
+assert_match "across [0-9]+ retention anchor" "$wout" "and crosses the anchored stretches"
 
 # 4. Retention while writers run: both finish, nothing is lost, the chains verify.
 sql "SET audit_ext.partition_worker = off;

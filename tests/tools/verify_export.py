@@ -3,8 +3,13 @@
 docs/hash-format.md, standard library only.
 
 Whole log (reads standard input):
-    psql -XAt -c "select to_jsonb(e) from audit.events e order by chain, seq" > events.jsonl
+    psql -X -c "COPY (SELECT audit.export_json(e) FROM audit.events e ORDER BY chain, seq)
+                TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')" > events.jsonl
     python3 tests/tools/verify_export.py < events.jsonl
+(COPY writes the bytes as stored; psql's query output drops some code points. export_json
+leaves old and new out when they are SQL NULL, so that a jsonb null stays apart.) A stretch
+that retention dropped is crossed when the newest retention.applied event in the export
+anchors it, as audit.verify() does.
 Output: one line per chain, `chain N: M events ok` or the first bad event; exit status 1
 if any chain is broken. `--hash-only` prints each event's recomputed hash instead.
 
@@ -95,7 +100,7 @@ def timestamp_us(s):
 
 
 def field(kind, v):
-    if v is None:
+    if v is None and kind != "jsonb":
         return b"\x00"
     if kind == "int4":
         b = int(v).to_bytes(4, "big", signed=True)
@@ -109,7 +114,7 @@ def field(kind, v):
         net = ipaddress.ip_interface(v)
         b = bytes([net.version, net.network.prefixlen]) + net.ip.packed
     elif kind == "jsonb":
-        b = jsonb_text(v).encode("utf-8")
+        b = jsonb_text(v).encode("utf-8")   # None here is the jsonb null: "null"
     elif kind == "bytea":
         b = bytes.fromhex(v[2:] if v.startswith("\\x") else v)
     else:
@@ -117,14 +122,24 @@ def field(kind, v):
     return b"\x01" + len(b).to_bytes(4, "big") + b
 
 
+# A jsonb column left out of the object is SQL NULL; present with the value null it is the
+# jsonb null, which the hash tells apart (audit.export_json(e) leaves NULL old and new out).
+MISSING = object()
+
+
 def event_hash(e):
     h = hashlib.sha256(FORMAT_TAG)
     for name, kind in COLUMNS:
-        h.update(field(kind, e.get(name)))
+        v = e.get(name, MISSING)
+        if kind == "jsonb":
+            h.update(field(kind, v) if v is not MISSING else b"\x00")
+        else:
+            h.update(field(kind, None if v is MISSING else v))
     return h.hexdigest()
 
 
-REQUIRED = [name for name, _ in COLUMNS] + ["hash"]
+# old and new may be left out (SQL NULL); every other column must be there
+REQUIRED = [name for name, _ in COLUMNS if name not in ("old", "new")] + ["hash"]
 HASH_RE = re.compile(r"\\x[0-9a-fA-F]{64}")
 
 
@@ -134,7 +149,7 @@ class BadInput(Exception):
 
 class Event:
     """What the checks need of one input line; the parsed row itself is not kept."""
-    __slots__ = ("id", "chain", "seq", "prev", "stored", "computed", "origin")
+    __slots__ = ("id", "chain", "seq", "prev", "stored", "computed", "origin", "anchors")
 
     def __init__(self, e, origin):
         self.id, self.chain, self.seq = e["id"], e["chain"], e["seq"]
@@ -142,6 +157,12 @@ class Event:
         self.stored = e["hash"][2:].lower()
         self.computed = event_hash(e)
         self.origin = origin
+        # a retention.applied event: the dropped stretches of every chain (docs/hash-format.md)
+        self.anchors = None
+        if e.get("action") == "retention.applied" and e.get("module") == "retention":
+            new = e.get("new") if isinstance(e.get("new"), dict) else {}
+            self.anchors = [(int(a["chain"]), int(a["from_seq"]), int(a["to_seq"]), str(a["to_hash"]).lower())
+                            for a in new.get("anchors") or [] if isinstance(a, dict)]
 
 
 def _no_constant(name):
@@ -204,13 +225,36 @@ def by_chain(events):
     return {c: sorted(evs, key=lambda e: e.seq) for c, evs in sorted(chains.items())}
 
 
+def retention_anchors(events):
+    """The anchors of the newest retention.applied event of the export, {chain: [(from, to,
+    to_hash hex)]}: the stretches retention dropped, as audit.verify() reads them. The event
+    is itself in a chain that is verified here."""
+    newest = max((e for e in events if e.anchors is not None), key=lambda e: e.id, default=None)
+    out = {}
+    for chain, a, b, h in (newest.anchors if newest else []):
+        out.setdefault(chain, []).append((a, b, h))
+    return out
+
+
+def anchored(anchors, chain, want, seq, prev):
+    """Whether seqs want..seq-1 of chain are exactly a dropped stretch and seq links to it."""
+    return any(a == want and b == seq - 1 and prev == h for a, b, h in anchors.get(chain, []))
+
+
 def legacy_report(events, from_anchor):
-    """The original report for a whole export on standard input (tests grep its lines)."""
+    """The original report for a whole export on standard input (tests grep its lines). A
+    stretch that retention dropped (an anchor of the newest retention.applied event) is
+    crossed, as audit.verify() crosses it."""
     bad = False
+    anchors = retention_anchors(events)
     for chain, evs in by_chain(events).items():
         prev, want = None, evs[0].seq if from_anchor else 1
         problem = None
+        crossed = 0
         for e in evs:
+            if e.seq > want and anchored(anchors, chain, want, e.seq, e.prev):
+                prev, want = e.prev, e.seq
+                crossed += 1
             if e.seq != want:
                 problem = f"seq gap at id {e.id}: expected seq {want}, found {e.seq}"
             elif prev is not None and (e.prev or "") != prev:
@@ -224,7 +268,8 @@ def legacy_report(events, from_anchor):
             bad = True
             print(f"chain {chain}: {problem}")
         else:
-            print(f"chain {chain}: {len(evs)} events ok")
+            print(f"chain {chain}: {len(evs)} events ok"
+                  + (f", across {plural(crossed, 'retention anchor')}" if crossed else ""))
     return 1 if bad else 0
 
 
@@ -236,15 +281,22 @@ def plural(n, word):
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def check_chain(evs, segment):
-    """Problems (failures) and gaps (missing seq ranges) of one chain's events, sorted by seq."""
+def check_chain(evs, segment, anchors=None):
+    """Problems (failures) and gaps (missing seq ranges) of one chain's events, sorted by seq.
+    Without --segment, a start past seq 1 or a gap is accepted only as a stretch retention
+    dropped (`anchors`, from the export's newest retention.applied event)."""
     problems, gaps = [], []
-    if not segment and evs[0].seq != 1:
+    anchors = anchors or {}
+    chain = evs[0].chain
+    if not segment and evs[0].seq != 1 and not anchored(anchors, chain, 1, evs[0].seq, evs[0].prev):
         problems.append(f"starts at seq {evs[0].seq}, not 1 (an archive? check it with --segment)")
     prev = None
     for e in evs:
         at = f"id {e.id} (seq {e.seq}, {e.origin})"
-        if prev is not None and e.seq == prev.seq:
+        if prev is not None and e.seq > prev.seq + 1 and not segment \
+                and anchored(anchors, chain, prev.seq + 1, e.seq, e.prev):
+            gaps.append((prev.seq + 1, e.seq - 1))   # dropped by retention, and linked across
+        elif prev is not None and e.seq == prev.seq:
             problems.append(f"duplicate seq {e.seq}: id {prev.id} ({prev.origin}) and id {e.id} ({e.origin})")
         elif prev is not None and e.seq == prev.seq + 1:
             if e.prev != prev.stored:
@@ -272,8 +324,9 @@ MAX_PROBLEMS = 20
 def report(events, segment, nfiles):
     nfailed = ngaps = 0
     chains = by_chain(events)
+    anchors = {} if segment else retention_anchors(events)
     for chain, evs in chains.items():
-        problems, gaps = check_chain(evs, segment)
+        problems, gaps = check_chain(evs, segment, anchors)
         status = "FAILED" if problems else "ok with gaps" if gaps else "ok"
         print(f"chain {chain}: seq {evs[0].seq}..{evs[-1].seq}, {plural(len(evs), 'event')} checked: {status}")
         if evs[0].prev is not None:
@@ -310,7 +363,7 @@ VECTORS = [
       "actor_ip": "2001:db8::1/64", "session_id": None, "application": None,
       "action": "authentication.login", "status": "failure", "severity": "warning",
       "module": None, "object_type": None, "object_id": None, "object_name": None,
-      "old": None, "new": None, "message": None, "metadata": {}, "txid": 1, "prev_hash": None},
+      "message": None, "metadata": {}, "txid": 1, "prev_hash": None},   # old, new: SQL NULL (left out)
      "8a2fda3ce5ab38ab0c8ad45a87a6e7ec112c5a612f87c5b15f832d7cefa67260"),
 ]
 
@@ -463,6 +516,27 @@ def self_test():
         first[0] = rehash(dict(first[0], prev_hash="\\x" + "00" * 32))
         expect("seq 1 with a prev_hash fails", 1, ["--segment", write("events_seq1.jsonl", first)],
                [r"^  prev_hash set on the first event of the chain"])
+
+        # SQL NULL (left out) and the jsonb null (present, null) hash differently
+        e = {k: v for k, v in log[(0, 2)].items() if k != "old"}
+        check("a left-out jsonb column (SQL NULL) and a jsonb null hash differently",
+              event_hash(e) != event_hash(dict(e, old=None)))
+        # An export after retention: chain 0 seqs 1..4 dropped, anchored by a retention.applied
+        # event on chain 1 (its own hash computed like any event's).
+        kept = [ev for (c, q), ev in log.items() if not (c == 0 and q <= 4)]
+        last1 = log[(1, 12)]
+        applied = {k: v for k, v in last1.items() if k not in ("old",)}
+        applied.update(id=9999, seq=13, action="retention.applied", module="retention", prev_hash=last1["hash"],
+                       new={"anchors": [{"chain": 0, "from_seq": 1, "to_seq": 4, "to_hash": log[(0, 4)]["hash"][2:]}]})
+        applied = rehash(applied)
+        after = write("events_after_retention.jsonl", kept + [applied])
+        expect("an export after retention verifies across the newest retention.applied anchors", 0, [],
+               [r"^chain 0: 8 events ok, across 1 retention anchor$", r"^chain 1: 13 events ok$"], stdin_path=after)
+        expect("the same as a file", 0, [after], [r"^chain 0: seq 5\.\.12, 8 events checked: ok"])
+        wrong = rehash(dict(applied, new={"anchors": [{"chain": 0, "from_seq": 1, "to_seq": 4, "to_hash": "00" * 32}]}))
+        expect("an anchor whose hash is not the one the next event links to does not explain the gap", 1, [],
+               [r"^chain 0: seq gap at id \d+: expected seq 1, found 5$"],
+               stdin_path=write("events_wrong_anchor.jsonl", kept + [wrong]))
 
         with open(os.path.join(tmp, "garbage.jsonl"), "w") as f:
             f.write(jsonb_text(log[(0, 1)]) + "\n{not json\n")
