@@ -53,6 +53,8 @@ CREATE TRIGGER zz_alerts
 ALTER TABLE audit.events ENABLE ALWAYS TRIGGER zz_alerts;
 ALTER TABLE audit.events_default ENABLE ALWAYS TRIGGER zz_alerts, ENABLE ALWAYS TRIGGER zz_chain_event;
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.create_alert(
     name      text,
     query     text,
@@ -101,6 +103,8 @@ END
 $$;
 COMMENT ON FUNCTION audit.create_alert IS 'Creates a threshold alert rule that NOTIFYs a channel.';
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.drop_alert(name text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -119,6 +123,8 @@ BEGIN
 END
 $$;
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.enable_alert(name text, "on" boolean) RETURNS void
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -136,6 +142,8 @@ END
 $$;
 
 -- Every event (or those matching query) is sent to channel as it is recorded.
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.stream(channel text, query text DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -157,6 +165,8 @@ BEGIN
 END
 $$;
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.unstream(channel text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -1,6 +1,8 @@
 -- audit_ext: SQL functions written in SQL or declared here because their arguments must stay
 -- raw datums (see src/record.rs).
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.record(
     action      text,
     object_type text  DEFAULT NULL,

@@ -88,6 +88,8 @@ END
 $$;
 
 -- ddl_command_end: one event per object a command created or altered.
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.capture_ddl_command() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -142,6 +144,8 @@ $$;
 -- sql_drop: one event per object a DROP (or ALTER ... DROP) removed by name; a dropped
 -- tracked table is untracked (capture.untrack); dropping the triggers or rules of
 -- audit.events or a capture trigger of a tracked table is refused (42501).
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.capture_ddl_drop() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$

@@ -168,6 +168,8 @@ $$;
 
 -- The work of audit.track(), run as the extension's owner by audit.track() (src/capture.rs)
 -- once it checked that its caller may read the table. Executable by the owner only.
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit._track(
     tbl             regclass,
     exclude_columns text[],
@@ -272,6 +274,8 @@ CREATE FUNCTION audit.track(
     AS 'MODULE_PATHNAME', 'audit_track';
 COMMENT ON FUNCTION audit.track IS 'Starts (or changes) capture of the row changes of a table.';
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.untrack(tbl regclass) RETURNS boolean
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -42,7 +42,8 @@ GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), aud
     TO audit_reader;
 
 GRANT SELECT ON audit.changes TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb) TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
+                          audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb) TO audit_reader;
 
 GRANT SELECT ON audit.tracked_tables TO audit_reader;
 -- audit.verify() and audit.tracked_tables check capture as the reader (audit._capture_problem):

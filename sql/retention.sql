@@ -149,6 +149,8 @@ $$;
 -- partition a partition of its own, moving it there. For that it first takes audit.events
 -- (ONLY the parent) in SHARE mode: writers that route through it wait for this transaction,
 -- and then route to the new partition.
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit._ensure_partitions(ahead interval, settle boolean DEFAULT false) RETURNS SETOF text
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '2s'
@@ -204,6 +206,8 @@ BEGIN
 END
 $$;
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.ensure_partitions(ahead interval DEFAULT interval '3 months')
 RETURNS TABLE (partition text, retention_class integer, from_at timestamptz, to_at timestamptz)
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
@@ -259,6 +263,8 @@ BEGIN
 END
 $$;
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.set_retention(keep interval, action_pattern text DEFAULT '*')
 RETURNS TABLE (pattern text, kept_for interval, retention_class integer)
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
@@ -323,6 +329,8 @@ COMMENT ON VIEW audit.retention_policies IS
 -- Moves every partition entirely older than a tier's older_than to that tier's tablespace
 -- (the oldest tier that applies), table and indexes. Partitions stay where they are when a
 -- tier is removed.
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit._apply_tiers() RETURNS TABLE (partition text, tablespace name)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '2s'
@@ -355,6 +363,8 @@ BEGIN
 END
 $$;
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.set_tier(older_than interval, tablespace name)
 RETURNS TABLE (partition text, moved_to name)
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
@@ -396,6 +406,8 @@ $$;
 COMMENT ON FUNCTION audit.set_tier IS
     'Moves partitions older than older_than to tablespace (NULL removes the tier); apply_retention keeps applying it.';
 
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.apply_retention(dry_run boolean DEFAULT false, archive_dir text DEFAULT NULL)
 RETURNS TABLE (partition text, retention_class integer, from_at timestamptz, to_at timestamptz,
                events bigint, chains jsonb, archive_file text, dropped boolean)
@@ -452,6 +464,16 @@ BEGIN
         WHERE pt.dropped_at IS NULL AND to_regclass(format('audit.%I', pt.name)) IS NOT NULL
         ORDER BY pt.from_at, pt.class
     LOOP
+        -- the age of a partition comes from audit.partitions: it must say what the partition's
+        -- own bounds say (an edited to_at would otherwise drop recent events)
+        IF (SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c
+            WHERE c.oid = format('audit.%I', p.name)::regclass)
+           IS DISTINCT FROM format('FOR VALUES FROM (%s, %L) TO (%s, %L)', p.class, p.from_at, p.class, p.to_at) THEN
+            RAISE EXCEPTION USING ERRCODE = 'XX001',
+                MESSAGE = format('audit.partitions says partition %s holds class %s from %s to %s, which its bounds do not: audit.partitions was edited',
+                                 p.name, p.class, p.from_at, p.to_at),
+                HINT = 'Retention drops nothing while the list of partitions disagrees with the partitions; run audit.verify(), which reports the partition, and restore audit.partitions.';
+        END IF;
         k := audit._partition_keep(p.name, p.class);
         CONTINUE WHEN k IS NULL OR p.to_at > now() - k;
         IF NOT dry_run THEN

@@ -297,7 +297,10 @@ impl Drop for Firing {
 
 finfo_v1!(pg_finfo_audit_evaluate_alerts);
 
-/// `audit.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`.
+/// `audit.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`. It runs
+/// as whoever inserts (the extension's owner inside audit_ext's own functions) and follows the
+/// rule of src/elevate.rs: rules are matched in memory, and the SQL a match costs (kept plans
+/// built from the translator's fixed vocabulary, values as parameters) runs under a pinned path.
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {

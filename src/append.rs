@@ -64,6 +64,10 @@ thread_local! {
     static SESSION: RefCell<Option<(String, Option<Vec<u8>>)>> = const { RefCell::new(None) };
 }
 
+/// The BEFORE INSERT trigger `zz_chain_event`. It runs as whoever inserts, which inside
+/// audit_ext's own functions is the extension's owner: it follows the rule of src/elevate.rs
+/// (its SPI work, the chain head and the partition map, runs under a pinned search path with
+/// qualified names and typed parameters; it calls no function of the caller's).
 #[pg_trigger]
 fn chain_event<'a>(
     trigger: &'a PgTrigger<'a>,

@@ -102,7 +102,7 @@ fn join(path: &str, seg: &str) -> String {
 }
 
 /// `{"path": {"old": ..., "new": ...}}` with only what changed; a missing side is null.
-#[pg_extern(immutable, parallel_safe, name = "diff")]
+#[pg_extern(immutable, parallel_safe, name = "_diff")]
 fn diff_jsonb(old: Option<JsonB>, new: Option<JsonB>) -> JsonB {
     let entries = diff(old.as_ref().map(|j| &j.0), new.as_ref().map(|j| &j.0));
     let mut m = Map::new();
@@ -116,7 +116,7 @@ fn diff_jsonb(old: Option<JsonB>, new: Option<JsonB>) -> JsonB {
 }
 
 /// One row per difference, for a side-by-side view in psql.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_diff_rows")]
 fn diff_rows(
     old: Option<JsonB>,
     new: Option<JsonB>,
@@ -131,4 +131,36 @@ fn diff_rows(
 > {
     let entries = diff(old.as_ref().map(|j| &j.0), new.as_ref().map(|j| &j.0));
     TableIterator::new(entries.into_iter().map(|(p, c, o, n)| (p, c.as_str(), o.map(JsonB), n.map(JsonB))))
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum DiffError {
+    #[error("the document nests arrays and objects more than {0} levels deep")]
+    TooDeep(usize),
+}
+
+impl crate::error::SqlError for DiffError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
+    }
+    fn hint(&self) -> Option<String> {
+        Some("audit.diff compares documents up to 100 levels deep, the most an event may hold.".into())
+    }
+}
+
+finfo_v1!(pg_finfo_audit_depth_checked);
+
+/// `audit._depth_checked(doc jsonb) returns jsonb`: `doc` itself, or 54000 when it nests more
+/// than [`crate::event::MAX_JSON_DEPTH`] levels. `audit.diff` and `audit.diff_rows` (SQL
+/// wrappers in sql/diff.sql) pass their arguments through it, so that a document deeper than
+/// serde_json's 128 levels is a clear error rather than an internal one; events that deep are
+/// refused when they are recorded, so this only meets documents given by hand.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn audit_depth_checked(fcinfo: pgrx::pg_sys::FunctionCallInfo) -> pgrx::pg_sys::Datum {
+    let d = (*fcinfo).args.as_slice(1)[0].value;
+    if crate::event::jsonb_deeper_than(d, crate::event::MAX_JSON_DEPTH) {
+        crate::error::raise(DiffError::TooDeep(crate::event::MAX_JSON_DEPTH));
+    }
+    d
 }

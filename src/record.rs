@@ -111,6 +111,10 @@ unsafe fn insert_plan(target: Option<pg_sys::Oid>) -> pg_sys::SPIPlanPtr {
 finfo_v1!(pg_finfo_audit_record);
 
 /// `audit.record(action, object_type, ..., metadata) returns bigint`: the new event's id.
+///
+/// Elevated entry point (SECURITY DEFINER in sql/api.sql, path pinned): follows the rule of
+/// src/elevate.rs. Its one statement is a kept, schema-qualified INSERT whose values are the
+/// caller's datums as typed parameters; nothing of the caller's is resolved or run.
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {

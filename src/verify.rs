@@ -308,6 +308,13 @@ fn guard_problems() -> Option<String> {
                JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
                WHERE i.inhparent = 'audit.events'::regclass AND c.relname = p.name) \
            UNION ALL \
+           SELECT format('partition audit.%s is listed in audit.partitions with other bounds than its own (audit.partitions was edited)', \
+                         p.name) \
+           FROM audit.partitions p JOIN pg_catalog.pg_class c ON c.relname = p.name AND c.relnamespace = 'audit'::regnamespace \
+           WHERE p.dropped_at IS NULL AND c.relispartition \
+             AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) IS DISTINCT FROM \
+                 format('FOR VALUES FROM (%s, %L) TO (%s, %L)', p.class, p.from_at, p.class, p.to_at) \
+           UNION ALL \
            SELECT format('DDL capture is off (audit_ext.capture_ddl = off, set in %s): DDL, GRANT and role changes go unrecorded', \
                          s.source) \
            FROM pg_catalog.pg_settings s WHERE s.name = 'audit_ext.capture_ddl' AND s.setting = 'off' \

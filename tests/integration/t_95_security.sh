@@ -204,6 +204,15 @@ assert_match "capture of public.t stopped without a capture.untrack event" "$(sq
 sql "UPDATE audit.retention SET keep = '1 day' WHERE pattern = 'x.*'; UPDATE audit.alert_rules SET threshold = 1000" >/dev/null
 assert_match "retention policy x\\.\\* keeps .*audit.retention was edited.*alert a1 differs|alert a1 differs.*retention policy x\\.\\* keeps" \
   "$(sql "SELECT reason FROM audit.verify() WHERE chain IS NULL")" "edited retention policies and alert rules are reported"
+# An edited partition list (a recent partition made to look old) is reported, and retention
+# refuses to act on it rather than drop recent events.
+sql "UPDATE audit.partitions SET to_at = to_at - interval '10 years', from_at = from_at - interval '10 years'
+     WHERE name = (SELECT name FROM audit.partitions WHERE now() >= from_at AND now() < to_at AND class = 0)" >/dev/null
+assert_match "listed in audit.partitions with other bounds than its own" "$(sql "SELECT reason FROM audit.verify() WHERE chain IS NULL")" \
+  "an edited audit.partitions row is reported"
+sql_expect_error XX001 "SELECT * FROM audit.apply_retention()" "and apply_retention refuses to drop by it (XX001)"
+sql "UPDATE audit.partitions SET to_at = to_at + interval '10 years', from_at = from_at + interval '10 years'
+     WHERE from_at < now() - interval '9 years'" >/dev/null
 sql_expect_error 42501 "INSERT INTO audit.events (action, module) VALUES ('retention.applied', 'retention')" \
   "a direct INSERT may not use a module of audit_ext's own events"
 sql_expect_error 42501 "SET session_replication_role = replica; DELETE FROM audit.events" "replica mode does not skip the guards"

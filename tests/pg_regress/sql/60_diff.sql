@@ -31,3 +31,8 @@ FROM big;
 SELECT audit.record('vm.modify', 'vm', 'vm-1', 'web-01', '{"state": "running", "cpu": 2}',
                     '{"state": "stopped", "cpu": 2}') IS NOT NULL AS recorded;
 SELECT object_name, action, diff FROM audit.changes WHERE object_name = 'web-01' ORDER BY at DESC LIMIT 20;
+-- Depth: 100 levels are compared; deeper documents (which no event can hold) are a clear
+-- 54000, never an internal error (serde_json stops at 128).
+SELECT audit.diff((repeat('[', 100) || '1' || repeat(']', 100))::jsonb, (repeat('[', 100) || '2' || repeat(']', 100))::jsonb) <> '{}' AS depth_100;
+SELECT try($$ SELECT audit.diff((repeat('[', 128) || repeat(']', 128))::jsonb, '{}') $$);
+SELECT try($$ SELECT * FROM audit.diff_rows('{}', (repeat('{"a": ', 130) || '1' || repeat('}', 130))::jsonb) $$);
