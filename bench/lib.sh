@@ -32,7 +32,7 @@ run_pgbench() {
   local db=$1 script=$2 clients=$3 secs=$4 opts=${5:-${PGOPTIONS:-}} jobs=1 out failed
   [ "$clients" -ge 2 ] && jobs=2
   sql "$db" -c CHECKPOINT
-  out=$(PGOPTIONS=$opts pgbench -n -M prepared -d "$db" -f "$script" -c "$clients" -j "$jobs" -T "$secs" 2>&1) \
+  out=$(PGOPTIONS=$opts pgbench -n -M prepared -f "$script" -c "$clients" -j "$jobs" -T "$secs" "$db" 2>&1) \
     || { echo "$out" >&2; die "pgbench $script failed"; }
   printf '%s\n' "$out" >>"$LOG"
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")

@@ -67,7 +67,9 @@ fn check_alert(query: Option<&str>, group_by: Option<&str>) -> bool {
 /// included), which is what `audit.create_alert` stores; 22023 for anything else.
 #[pg_extern(immutable, strict, parallel_safe, name = "_group_name")]
 fn group_name(group_by: &str) -> &'static str {
-    group_column(group_by).map(|g| g.0).unwrap_or_else(|| crate::error::raise(AlertError::BadGroup(group_by.to_string())))
+    group_column(group_by)
+        .map(|g| g.0)
+        .unwrap_or_else(|| crate::error::raise(AlertError::BadGroup(group_by.to_string())))
 }
 
 /// Tells every backend (at commit) and this one (at the next command) to reload the rules.
@@ -191,9 +193,7 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
         return;
     }
     if let Some(rules) = CACHE.with(|c| c.borrow_mut().take()) {
-        STALE.with(|s| {
-            s.borrow_mut().extend(rules.rules.iter().map(|r| r.plan.get()).filter(|p| !p.is_null()))
-        });
+        STALE.with(|s| s.borrow_mut().extend(rules.rules.iter().map(|r| r.plan.get()).filter(|p| !p.is_null())));
     }
 }
 
@@ -317,9 +317,11 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
     if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {
         return pg_sys::Datum::from(0);
     }
-    STALE.with(|s| s.borrow_mut().drain(..).for_each(|p| {
-        pg_sys::SPI_freeplan(p);
-    }));
+    STALE.with(|s| {
+        s.borrow_mut().drain(..).for_each(|p| {
+            pg_sys::SPI_freeplan(p);
+        })
+    });
     let desc = (*(*td).tg_relation).rd_att;
     let Some(attno) = event::attnos(&pgrx::PgTupleDesc::from_pg_unchecked(desc)) else {
         crate::error::raise(AlertError::NotAlertTrigger("it only works on audit.events"));
@@ -355,7 +357,9 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
 fn human_interval(us: i64) -> String {
     let mut parts = Vec::new();
     let mut rest = us;
-    for (unit, size) in [("day", 86_400_000_000), ("hour", 3_600_000_000), ("minute", 60_000_000), ("second", 1_000_000)] {
+    for (unit, size) in
+        [("day", 86_400_000_000), ("hour", 3_600_000_000), ("minute", 60_000_000), ("second", 1_000_000)]
+    {
         let n = rest / size;
         rest %= size;
         if n > 0 {
@@ -406,13 +410,7 @@ fn iso_utc(us: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     let secs = rem / 1_000_000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        rem % 1_000_000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z", secs / 3600, secs / 60 % 60, secs % 60, rem % 1_000_000)
 }
 
 unsafe fn notify(channel: &CStr, payload: &str) {
@@ -458,7 +456,10 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
 
     exec(
         c"SELECT fired_at FROM audit.alert_state WHERE alert = $1 AND grp = $2",
-        &[(pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))), (pg_sys::TEXTOID, Some(text_datum(grp.as_bytes())))],
+        &[
+            (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
+            (pg_sys::TEXTOID, Some(text_datum(grp.as_bytes()))),
+        ],
         false,
     );
     let last_fired = cell(1);

@@ -123,11 +123,8 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     let rel = td.tg_relation;
     let desc = (*rel).rd_att;
     let layout = layout(rel)?;
-    let mut row = Row {
-        layout: &layout,
-        values: vec![pg_sys::Datum::from(0); layout.natts],
-        nulls: vec![false; layout.natts],
-    };
+    let mut row =
+        Row { layout: &layout, values: vec![pg_sys::Datum::from(0); layout.natts], nulls: vec![false; layout.natts] };
     pg_sys::heap_deform_tuple(td.tg_trigtuple, desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
 
     let chain_columns = [event::ID, event::CHAIN, event::SEQ, event::TXID, event::PREV_HASH, event::HASH];
@@ -225,8 +222,12 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     // its to use.
     if !internal_insert() {
         // (not `at`: its column default fills it before this trigger, and routing needs it)
-        for (c, name) in [(event::ACTOR, "actor"), (event::ACTOR_IP, "actor_ip"), (event::SESSION_ID, "session_id"),
-                          (event::APPLICATION, "application")] {
+        for (c, name) in [
+            (event::ACTOR, "actor"),
+            (event::ACTOR_IP, "actor_ip"),
+            (event::SESSION_ID, "session_id"),
+            (event::APPLICATION, "application"),
+        ] {
             if row.get(c).is_some() {
                 asserted.push(name);
             }
@@ -347,7 +348,9 @@ unsafe fn validate(row: &Row) -> Result<(), AppendError> {
     let action = row.text(event::ACTION);
     let invalid = |problem: String, fix| Err(AppendError::Invalid { field: "action", problem, fix });
     match action.as_deref() {
-        None => return invalid("it is NULL".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'."),
+        None => {
+            return invalid("it is NULL".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'.")
+        }
         Some("") => {
             return invalid("it is empty".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'.")
         }
@@ -387,9 +390,10 @@ unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
     let desc = PgTupleDesc::from_pg_unchecked((*rel).rd_att);
     let matches = |l: &Layout| {
         l.natts == desc.len()
-            && COLUMNS.iter().zip(l.attno).all(|((name, _), i)| {
-                desc.get(i).is_some_and(|att| !att.is_dropped() && att.name() == *name)
-            })
+            && COLUMNS
+                .iter()
+                .zip(l.attno)
+                .all(|((name, _), i)| desc.get(i).is_some_and(|att| !att.is_dropped() && att.name() == *name))
             && desc.get(l.class_attno).is_some_and(|att| !att.is_dropped() && att.name() == "retention_class")
     };
     if let Some(l) = LAYOUTS.with(|m| m.borrow().get(&relid).cloned()).filter(matches) {

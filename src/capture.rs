@@ -103,16 +103,15 @@ struct Settings {
 }
 
 unsafe fn settings(trigger: &pg_sys::Trigger, table: &str) -> Settings {
-    let bad = |problem: String| -> ! {
-        raise(CaptureError::BadTriggerArgs { table: table.to_string(), problem })
-    };
+    let bad = |problem: String| -> ! { raise(CaptureError::BadTriggerArgs { table: table.to_string(), problem }) };
     if trigger.tgnargs != 3 {
         bad(format!("expected 3, found {}; run audit.track() again", trigger.tgnargs));
     }
     let args = std::slice::from_raw_parts(trigger.tgargs, 3);
     let arg = |i: usize| CStr::from_ptr(args[i]).to_string_lossy().into_owned();
     let list = |i: usize| -> Vec<String> {
-        serde_json::from_str(&arg(i)).unwrap_or_else(|e| bad(format!("argument {} is not a JSON array of names: {e}", i + 1)))
+        serde_json::from_str(&arg(i))
+            .unwrap_or_else(|e| bad(format!("argument {} is not a JSON array of names: {e}", i + 1)))
     };
     Settings { exclude: list(0), mask: list(1), skip_unchanged: arg(2) == "true" }
 }
@@ -135,7 +134,8 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
     }
     let td = ctx as *mut pg_sys::TriggerData;
     let event = (*td).tg_event;
-    if event & pg_sys::TRIGGER_EVENT_ROW != 0 || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_AFTER {
+    if event & pg_sys::TRIGGER_EVENT_ROW != 0 || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_AFTER
+    {
         raise(CaptureError::NotCaptureTrigger("it must be an AFTER ... FOR EACH STATEMENT trigger"));
     }
     let op = match event & pg_sys::TRIGGER_EVENT_OPMASK {
@@ -163,9 +163,11 @@ pub unsafe extern "C-unwind" fn audit_capture_rows(fcinfo: pg_sys::FunctionCallI
     if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
         pgrx::error!("audit_ext: SPI_connect failed");
     }
-    STALE.with(|s| s.borrow_mut().drain(..).for_each(|p| {
-        pg_sys::SPI_freeplan(p);
-    }));
+    STALE.with(|s| {
+        s.borrow_mut().drain(..).for_each(|p| {
+            pg_sys::SPI_freeplan(p);
+        })
+    });
     // step 1, in the caller's security context
     let images = if op == Op::Truncate { std::ptr::null_mut() } else { register_images(td, op) };
     // step 2: audit_ext's own statement over the images (and its reads of audit_ext's
@@ -235,7 +237,8 @@ pub unsafe extern "C-unwind" fn audit_track(fcinfo: pg_sys::FunctionCallInfo) ->
             raise(CaptureError::MayNotRead { table: qualified_name(relid), role });
         }
     }
-    let types = [pg_sys::REGCLASSOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::BOOLOID];
+    let types =
+        [pg_sys::REGCLASSOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::BOOLOID];
     let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.value).collect();
     let nulls: Vec<c_char> = args.iter().map(|a| if a.isnull { b'n' } else { b' ' } as c_char).collect();
     crate::elevate::as_owner(|| {
@@ -277,7 +280,8 @@ unsafe fn prepare(op: Op, nkeys: usize, masked: bool, partition: bool) -> pg_sys
         ),
     };
     let image = |x: &str| if masked { format!("audit._mask({x}, $3)") } else { x.to_string() };
-    let cols = "INSERT INTO audit.events (retention_class, action, module, object_type, object_name, object_id, old, new)";
+    let cols =
+        "INSERT INTO audit.events (retention_class, action, module, object_type, object_name, object_id, old, new)";
     let sql = match op {
         // audit_images (register_images) holds each row's images: o the old, n the new
         Op::Insert => format!(
@@ -409,7 +413,8 @@ unsafe fn register_images(td: *mut pg_sys::TriggerData, op: Op) -> *mut pg_sys::
     for slot in slots {
         pg_sys::ExecDropSingleTupleTableSlot(slot);
     }
-    let enr = pg_sys::palloc0(std::mem::size_of::<pg_sys::EphemeralNamedRelationData>()) as *mut pg_sys::EphemeralNamedRelationData;
+    let enr = pg_sys::palloc0(std::mem::size_of::<pg_sys::EphemeralNamedRelationData>())
+        as *mut pg_sys::EphemeralNamedRelationData;
     (*enr).md.name = pg_sys::pstrdup(c"audit_images".as_ptr());
     (*enr).md.reliddesc = pg_sys::InvalidOid;
     (*enr).md.tupdesc = desc;
@@ -497,7 +502,8 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
     if node.is_null() {
         return vec![];
     }
-    let cstr = |p: *const c_char| if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() };
+    let cstr =
+        |p: *const c_char| if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() };
     let spec = |r: *mut pg_sys::RoleSpec| -> String {
         if r.is_null() {
             return String::new();
@@ -527,7 +533,11 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
                 let items = pgrx::PgList::<pg_sys::Node>::from_pg(arg as *mut pg_sys::List);
                 json!(items
                     .iter_ptr()
-                    .map(|n| if (*n).type_ == pg_sys::NodeTag::T_RoleSpec { role_spec_name(n as *mut pg_sys::RoleSpec) } else { "(list)".into() })
+                    .map(|n| if (*n).type_ == pg_sys::NodeTag::T_RoleSpec {
+                        role_spec_name(n as *mut pg_sys::RoleSpec)
+                    } else {
+                        "(list)".into()
+                    })
                     .collect::<Vec<_>>())
             } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_String {
                 json!(cstr((*(arg as *mut pg_sys::String)).sval))
@@ -558,11 +568,8 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
         pg_sys::NodeTag::T_AlterRoleStmt => {
             let s = node as *mut pg_sys::AlterRoleStmt;
             let role = spec((*s).role);
-            let members: Vec<String> = role_lists((*s).options)
-                .into_iter()
-                .filter(|(n, _)| n == "rolemembers")
-                .flat_map(|(_, l)| l)
-                .collect();
+            let members: Vec<String> =
+                role_lists((*s).options).into_iter().filter(|(n, _)| n == "rolemembers").flat_map(|(_, l)| l).collect();
             if !members.is_empty() {
                 // ALTER GROUP role ADD USER / DROP USER members: action +1 adds, -1 drops
                 let grant = (*s).action >= 0;
@@ -592,7 +599,11 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
             let setting = if set.is_null() { String::new() } else { cstr((*set).name) };
             let db = cstr((*s).database);
             let role = if (*s).role.is_null() { "ALL".into() } else { spec((*s).role) };
-            vec![("role.set".into(), role, json!({"setting": setting, "database": if db.is_empty() { serde_json::Value::Null } else { json!(db) }}))]
+            vec![(
+                "role.set".into(),
+                role,
+                json!({"setting": setting, "database": if db.is_empty() { serde_json::Value::Null } else { json!(db) }}),
+            )]
         }
         pg_sys::NodeTag::T_DropRoleStmt => {
             let s = node as *mut pg_sys::DropRoleStmt;
@@ -601,9 +612,12 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
         }
         pg_sys::NodeTag::T_GrantRoleStmt => {
             let s = node as *mut pg_sys::GrantRoleStmt;
-            let granted: Vec<String> =
-                pgrx::PgList::<pg_sys::AccessPriv>::from_pg((*s).granted_roles).iter_ptr().map(|p| cstr((*p).priv_name)).collect();
-            let grantees: Vec<String> = pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).grantee_roles).iter_ptr().map(|r| spec(r)).collect();
+            let granted: Vec<String> = pgrx::PgList::<pg_sys::AccessPriv>::from_pg((*s).granted_roles)
+                .iter_ptr()
+                .map(|p| cstr((*p).priv_name))
+                .collect();
+            let grantees: Vec<String> =
+                pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).grantee_roles).iter_ptr().map(|r| spec(r)).collect();
             let action = if (*s).is_grant { "role.grant" } else { "role.revoke" };
             grantees
                 .iter()
@@ -735,8 +749,12 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
         (
             "ddl_capture".to_string(),
             ddl,
-            if ddl { "event triggers record DDL and GRANT/REVOKE" } else { "off (audit_ext.capture_ddl = off, or audit_ext.restore = on)" }
-                .to_string(),
+            if ddl {
+                "event triggers record DDL and GRANT/REVOKE"
+            } else {
+                "off (audit_ext.capture_ddl = off, or audit_ext.restore = on)"
+            }
+            .to_string(),
         ),
         (
             "role_capture".to_string(),

@@ -35,8 +35,12 @@ pub fn extension_owner() -> pg_sys::Oid {
     // (qualified to the operator: this runs under the caller's search path)
     let owner = Spi::connect(|client| {
         client
-            .select("SELECT extowner FROM pg_catalog.pg_extension \
-                 WHERE extname OPERATOR(pg_catalog.=) 'audit_ext'::pg_catalog.name", Some(1), &[])
+            .select(
+                "SELECT extowner FROM pg_catalog.pg_extension \
+                 WHERE extname OPERATOR(pg_catalog.=) 'audit_ext'::pg_catalog.name",
+                Some(1),
+                &[],
+            )
             .ok()?
             .first()
             .get_one::<pg_sys::Oid>()

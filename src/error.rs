@@ -31,8 +31,8 @@ pub fn raise<E: SqlError>(err: E) -> ! {
 
 use crate::alerts::AlertError;
 use crate::append::AppendError;
-use crate::query::QueryError;
 use crate::capture::CaptureError;
+use crate::query::QueryError;
 use crate::record::RecordError;
 use crate::retention::RetentionError;
 use crate::verify::VerifyError;
@@ -105,9 +105,7 @@ impl SqlError for RetentionError {
 impl SqlError for VerifyError {
     fn code(&self) -> PgSqlErrorCode {
         match self {
-            VerifyError::BadRange { .. } | VerifyError::BadHeads(_) => {
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            VerifyError::BadRange { .. } | VerifyError::BadHeads(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         }
     }
     fn hint(&self) -> Option<String> {
@@ -140,7 +138,9 @@ impl SqlError for QueryError {
         PgSqlErrorCode::ERRCODE_SYNTAX_ERROR
     }
     fn hint(&self) -> Option<String> {
-        Some("See docs/query-language.md, e.g. 'action:authentication.login AND status:failure AND at:>now-24h'.".into())
+        Some(
+            "See docs/query-language.md, e.g. 'action:authentication.login AND status:failure AND at:>now-24h'.".into(),
+        )
     }
 }
 

@@ -99,10 +99,8 @@ unsafe fn superuser_pg_restore() -> bool {
 /// loads (PostgreSQL re-applies placeholders with the privileges of the role that set them).
 pub static CONTEXT_ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONTEXT_ACTOR_IP: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static CONTEXT_SESSION_ID: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
-pub static CONTEXT_APPLICATION: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
+pub static CONTEXT_SESSION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CONTEXT_APPLICATION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONTEXT_METADATA: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
@@ -171,7 +169,11 @@ pub fn init() {
     ctx(c"audit_ext.context_actor", c"Actor recorded for events (audit.set_context).", &CONTEXT_ACTOR);
     ctx(c"audit_ext.context_actor_ip", c"Actor IP recorded for events (audit.set_context).", &CONTEXT_ACTOR_IP);
     ctx(c"audit_ext.context_session_id", c"Session id recorded for events (audit.set_context).", &CONTEXT_SESSION_ID);
-    ctx(c"audit_ext.context_application", c"Application recorded for events (audit.set_context).", &CONTEXT_APPLICATION);
+    ctx(
+        c"audit_ext.context_application",
+        c"Application recorded for events (audit.set_context).",
+        &CONTEXT_APPLICATION,
+    );
     ctx(c"audit_ext.context_metadata", c"Metadata merged into events (audit.set_context).", &CONTEXT_METADATA);
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"audit_ext".as_ptr()) };
 }

@@ -23,7 +23,11 @@ pub enum Value<'a> {
     /// UTF-8 text, canonical jsonb text, or raw bytea.
     Bytes(&'a [u8]),
     /// `family` is 4 or 6; `addr` is 4 or 16 bytes.
-    Inet { family: u8, bits: u8, addr: &'a [u8] },
+    Inet {
+        family: u8,
+        bits: u8,
+        addr: &'a [u8],
+    },
 }
 
 /// Builds the encoding in one reused buffer and hashes it with a single call: feeding
@@ -97,8 +101,5 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }

@@ -40,19 +40,11 @@ mod tests;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!(
-    "../sql/triggers.sql",
-    name = "triggers",
-    requires = [append::chain_event, append::refuse_change]
-);
+extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = [append::chain_event, append::refuse_change]);
 extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers", retention::retention_class]);
 extension_sql_file!("../sql/diff.sql", name = "diff", requires = [diff::diff_jsonb, diff::diff_rows]);
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["api", "diff"]);
-extension_sql_file!(
-    "../sql/capture_rows.sql",
-    name = "capture_rows",
-    requires = ["api", "diff"]
-);
+extension_sql_file!("../sql/capture_rows.sql", name = "capture_rows", requires = ["api", "diff"]);
 extension_sql_file!(
     "../sql/capture.sql",
     name = "capture",

@@ -100,9 +100,7 @@ fn load_policies() -> Vec<(String, i32)> {
     let mut list: Vec<(String, i32)> = Spi::connect(|client| {
         client
             .select("SELECT pattern, class FROM audit.retention", None, &[])
-            .map(|rows| {
-                rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<i32>(2).ok()??))).collect()
-            })
+            .map(|rows| rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<i32>(2).ok()??))).collect())
             .unwrap_or_default()
     });
     list.sort_by(|a, b| specificity(&b.0).cmp(&specificity(&a.0)).then(a.0.cmp(&b.0)));

@@ -57,10 +57,7 @@ mod tests {
     fn encoding_is_unambiguous() {
         let h = |f: &[Value]| hash::hash_fields(f);
         assert_ne!(h(&[Value::Null]), h(&[Value::Bytes(b"")]));
-        assert_ne!(
-            h(&[Value::Bytes(b"ab"), Value::Bytes(b"c")]),
-            h(&[Value::Bytes(b"a"), Value::Bytes(b"bc")])
-        );
+        assert_ne!(h(&[Value::Bytes(b"ab"), Value::Bytes(b"c")]), h(&[Value::Bytes(b"a"), Value::Bytes(b"bc")]));
         assert_ne!(h(&[Value::Int4(1)]), h(&[Value::Int8(1)]));
     }
 
@@ -69,9 +66,11 @@ mod tests {
     fn hash_event_matches_vectors_under_any_settings() {
         let q = format!("select encode(audit.hash_event({VECTOR_1_ROW}), 'hex')");
         assert_eq!(hex(&q), VECTOR_1);
-        Spi::run("set local timezone = 'Pacific/Chatham'; set local datestyle = 'SQL, DMY'; \
-                  set local extra_float_digits = -15; set local intervalstyle = 'iso_8601'")
-            .unwrap();
+        Spi::run(
+            "set local timezone = 'Pacific/Chatham'; set local datestyle = 'SQL, DMY'; \
+                  set local extra_float_digits = -15; set local intervalstyle = 'iso_8601'",
+        )
+        .unwrap();
         assert_eq!(hex(&q), VECTOR_1);
         let v2 = "select encode(audit.hash_event(row(1, '2000-01-01 00:00:00+00', 0, 1, 'postgres', \
                   '2001:db8::1/64', NULL, NULL, 'authentication.login', 'failure', 'warning', NULL, NULL, \
@@ -103,9 +102,8 @@ mod tests {
              where e.action = 'test.chain' and p.action = 'test.chain'",
         );
         assert_eq!(linked, Ok(Some(true)));
-        let one_chain = Spi::get_one::<i64>(
-            "select count(distinct chain) from audit.events where action = 'test.chain'",
-        );
+        let one_chain =
+            Spi::get_one::<i64>("select count(distinct chain) from audit.events where action = 'test.chain'");
         assert_eq!(one_chain, Ok(Some(1)), "one transaction stays on one chain");
         let ok = Spi::get_one::<bool>("select bool_and(ok) from audit.verify()");
         assert_eq!(ok, Ok(Some(true)));
@@ -197,7 +195,8 @@ mod tests {
         assert!(outcome("select audit.set_context(actor_ip => '300.1.1.1')").starts_with("22P02"));
         // NUL bytes never reach the log: PostgreSQL refuses them in text and in jsonb.
         assert!(outcome(r#"select audit.record('a.b', new => '{"k": "\u0000"}')"#).starts_with("22P05"));
-        assert!(outcome(r#"select audit.record('a.b', object_name => convert_from('\x6100', 'UTF8'))"#).starts_with("22021"));
+        assert!(outcome(r#"select audit.record('a.b', object_name => convert_from('\x6100', 'UTF8'))"#)
+            .starts_with("22021"));
         assert!(outcome("select audit.record(null)").starts_with("22023: invalid action"));
         assert!(outcome("select audit.record('a.b', status => null)").starts_with("22023: invalid status: it is NULL"));
         assert!(outcome("select * from audit.verify(5, 1)").starts_with("22023: from_id 5 is greater than to_id 1"));

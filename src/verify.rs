@@ -119,11 +119,8 @@ fn back(anchor: &mut Anchor, pieces: &[Piece]) {
         anchor.partitions.push(p.name.clone());
     }
     if next <= anchor.to {
-        anchor.unbacked = Some(format!(
-            "no partition dropped by retention held seqs {}..{}",
-            next.max(anchor.from),
-            anchor.to
-        ));
+        anchor.unbacked =
+            Some(format!("no partition dropped by retention held seqs {}..{}", next.max(anchor.from), anchor.to));
     }
 }
 
@@ -183,7 +180,8 @@ fn load_pieces() -> BTreeMap<i32, Vec<Piece>> {
                 continue;
             };
             let problem = problem.clone().or_else(|| {
-                (chain / crate::chain::CLASS_STRIDE != class).then(|| format!("is of retention class {class}, not of chain {chain}'s"))
+                (chain / crate::chain::CLASS_STRIDE != class)
+                    .then(|| format!("is of retention class {class}, not of chain {chain}'s"))
             });
             out.entry(chain).or_default().push(Piece { first, last, name: name.clone(), problem });
         }
@@ -203,7 +201,6 @@ const BATCH: i64 = 10_000;
 /// Rows, and bytes of values, between resets of verify's temporary memory context.
 const RESET_ROWS: usize = 500;
 const RESET_BYTES: usize = 8 * 1024 * 1024;
-
 
 /// Checks every chain (or the events with id in [from_id, to_id]) and, given the heads an
 /// auditor noted earlier, that each noted head is still there, unchanged.
@@ -391,9 +388,9 @@ fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError
         let chain = item.get("chain").and_then(|v| v.as_i64()).ok_or_else(|| bad("a head has no integer \"chain\""))?;
         let seq = item.get("seq").and_then(|v| v.as_i64()).ok_or_else(|| bad("a head has no integer \"seq\""))?;
         let hex = item.get("hash").and_then(|v| v.as_str()).ok_or_else(|| bad("a head has no \"hash\" string"))?;
-        let hash = from_hex(hex.trim_start_matches("\\x")).filter(|h| h.len() == 32).ok_or_else(|| {
-            bad("a head's \"hash\" is not 32 bytes of hex such as \"\\\\x3f2a...\"")
-        })?;
+        let hash = from_hex(hex.trim_start_matches("\\x"))
+            .filter(|h| h.len() == 32)
+            .ok_or_else(|| bad("a head's \"hash\" is not 32 bytes of hex such as \"\\\\x3f2a...\""))?;
         let chain = i32::try_from(chain).map_err(|_| bad("a head's \"chain\" is out of range"))?;
         if out.insert(chain, Noted { seq, hash }).is_some() {
             return Err(bad(&format!("chain {chain} is noted twice")));

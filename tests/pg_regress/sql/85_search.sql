@@ -103,3 +103,16 @@ SELECT try(format('SELECT count(*) FROM audit.search(%L)', repeat('NOT ', 10000)
 SELECT count(*) AS events_still_there FROM audit.events WHERE id > :before;
 
 DELETE FROM ids;
+
+-- Alerts count only events recorded after the rule was created, and store group_by as the
+-- column it names (aliases resolved).
+SELECT count(audit.record('regress.alert_probe')) FROM generate_series(1, 3);
+SELECT audit.create_alert('regress_probe', 'action:regress.alert_probe', threshold => 2, "window" => '1 hour',
+                          group_by => ' User ');
+SELECT group_by FROM audit.alerts WHERE name = 'regress_probe';
+SELECT audit.record('regress.alert_probe') IS NOT NULL AS one_after;
+SELECT count(*) AS fired_after_one FROM audit.events WHERE action = 'alert.fired' AND object_name = 'regress_probe';
+SELECT audit.record('regress.alert_probe') IS NOT NULL AS two_after;
+SELECT count(*) AS fired_after_two, max((new ->> 'count')::int) AS counted FROM audit.events
+WHERE action = 'alert.fired' AND object_name = 'regress_probe';
+SELECT audit.drop_alert('regress_probe');
