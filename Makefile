@@ -23,18 +23,19 @@ CLUSTER := tests/tools/cluster.sh
 # as root, cargo pgrx writes into the system PostgreSQL directly; otherwise through sudo
 SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
 
-.PHONY: help deps build install unit regress regress-preload dates integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
+.PHONY: help deps build install lint unit regress regress-preload dates integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
 
 help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
 	@echo "make build        cargo build --release"
 	@echo "make install      install the extension into the system PostgreSQL 15"
+	@echo "make lint         cargo fmt --check and cargo clippy -D warnings"
 	@echo "make unit         #[pg_test] unit tests (cargo pgrx test pg15)"
 	@echo "make regress      pg_regress tests in tests/pg_regress (cluster 'test', port $(TEST_PORT))"
 	@echo "make regress-preload  the same with shared_preload_libraries = 'audit_ext' (cluster 'preload', port $(PRELOAD_PORT))"
 	@echo "make dates        the clock-dependent regress tests with the server's clock at month/year ends and a leap day (libfaketime)"
 	@echo "make integration  tests/integration/t_*.sh (cluster 'test', port $(TEST_PORT))"
-	@echo "make test         deps + unit + regress + regress-preload + dates + integration, then stops the clusters"
+	@echo "make test         deps + lint + unit + regress + regress-preload + dates + integration, then stops the clusters"
 	@echo "make demo         run docs/demo.sql on cluster 'demo' (port $(DEMO_PORT)), leave it running"
 	@echo "make psql         psql on the demo cluster;  make demo-stop  stops it"
 	@echo "make bench        run bench/run.sh, capture.sh, alerts.sh and retention.sh on cluster 'bench' (port $(BENCH_PORT))"
@@ -51,6 +52,11 @@ build: deps
 
 install: deps
 	cargo pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG)
+
+lint: deps
+	cargo fmt --check
+	cargo clippy --release --features pg15 -- -D warnings
+	@echo "2 passed, 0 failed"
 
 unit: deps
 	tests/tools/unit.sh

@@ -312,7 +312,11 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
     if crate::gucs::restoring() {
         return pg_sys::Datum::from(0); // restored events are not new: no alerts, no streams
     }
-    let rules = crate::elevate::with_pinned_path(|| load());
+    // (loaded once per backend; only the load itself needs the pinned path)
+    let rules = match CACHE.with(|c| c.borrow().clone()) {
+        Some(r) => r,
+        None => crate::elevate::with_pinned_path(|| load()),
+    };
     let nested = DEPTH.get() > 0;
     if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {
         return pg_sys::Datum::from(0);

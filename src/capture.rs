@@ -401,7 +401,7 @@ unsafe fn register_images(td: *mut pg_sys::TriggerData, op: Op) -> *mut pg_sys::
             break;
         }
         n += 1;
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             // a tuple read back from a tuplestore spilled to disk is allocated in the current
             // context, so the slots may point into the one about to be reset: clear them first
             for slot in slots {
@@ -617,7 +617,7 @@ unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_jso
                 .map(|p| cstr((*p).priv_name))
                 .collect();
             let grantees: Vec<String> =
-                pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).grantee_roles).iter_ptr().map(|r| spec(r)).collect();
+                pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).grantee_roles).iter_ptr().map(spec).collect();
             let action = if (*s).is_grant { "role.grant" } else { "role.revoke" };
             grantees
                 .iter()

@@ -327,10 +327,8 @@ unsafe extern "C-unwind" fn subxact_callback(
                 let t = s.tails.clone();
                 s.saved.push((my_subid, t));
             }
-            SUBXACT_EVENT_COMMIT_SUB => {
-                if s.saved.last().is_some_and(|(id, _)| *id == my_subid) {
-                    s.saved.pop();
-                }
+            SUBXACT_EVENT_COMMIT_SUB if s.saved.last().is_some_and(|(id, _)| *id == my_subid) => {
+                s.saved.pop();
             }
             SUBXACT_EVENT_ABORT_SUB => {
                 if MAINTENANCE.get().is_some_and(|m| m >= my_subid) {

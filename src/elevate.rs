@@ -20,6 +20,10 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::Cell;
 
+/// The search path of every elevated statement (pg_temp last, so nothing of the session's
+/// shadows a name).
+const PINNED: &std::ffi::CStr = c"pg_catalog, pg_temp";
+
 thread_local! {
     static OWNER: Cell<(pg_sys::Oid, pg_sys::Oid)> = const { Cell::new((pg_sys::InvalidOid, pg_sys::InvalidOid)) };
 }
@@ -87,10 +91,16 @@ pub unsafe fn as_owner<R>(f: impl FnOnce() -> R) -> R {
 /// # Safety
 /// Must run inside a transaction.
 pub unsafe fn with_pinned_path<R>(f: impl FnOnce() -> R) -> R {
+    // Already pinned (inside audit_ext's own functions, whose SET clause pinned it): nothing to
+    // do. Setting it again costs a GUC nest level and a recomputation of the search path.
+    let current = pg_sys::namespace_search_path;
+    if !current.is_null() && std::ffi::CStr::from_ptr(current).to_bytes() == PINNED.to_bytes() {
+        return f();
+    }
     let level = pg_sys::NewGUCNestLevel();
     pg_sys::set_config_option(
         c"search_path".as_ptr(),
-        c"pg_catalog, pg_temp".as_ptr(),
+        PINNED.as_ptr(),
         pg_sys::GucContext::PGC_USERSET,
         pg_sys::GucSource::PGC_S_SESSION,
         pg_sys::GucAction::GUC_ACTION_SAVE,

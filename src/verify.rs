@@ -206,6 +206,7 @@ const RESET_BYTES: usize = 8 * 1024 * 1024;
 /// auditor noted earlier, that each noted head is still there, unchanged.
 #[pg_extern(stable, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
 fn verify(
     from_id: default!(Option<i64>, "NULL"),
     to_id: default!(Option<i64>, "NULL"),

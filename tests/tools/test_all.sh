@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: deps, then the unit, regress (without and with the library preloaded), dates
+# `make test`: deps, then the lint (rustfmt, clippy), unit, regress (without and with the library preloaded), dates
 # (the clock-dependent tests at awkward moments) and integration layers (each runs even if an
 # earlier one failed), then stops the test cluster. Counts individual tests per layer
 # (a layer that fails without reporting a failed test counts as one failure) and ends
@@ -28,7 +28,7 @@ count() {
       elif line=$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$log"); then
         read -r f _ t _ <<<"$line"; p=$((t - f))
       fi ;;
-    integration|dates) # run.sh, dates.sh: "N passed, N failed[, N skipped]"
+    integration|dates|lint) # run.sh, dates.sh, make lint: "N passed, N failed[, N skipped]"
       if line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1); then
         p=${line%% *}; f=$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")
       fi ;;
@@ -38,7 +38,7 @@ count() {
 }
 
 total_p=0 total_f=0 summary=()
-for layer in unit regress regress-preload dates integration; do
+for layer in lint unit regress regress-preload dates integration; do
   echo "======== make $layer"
   # installs rewrite the extension's .so in place: never under a running test cluster
   for c in test preload dates; do tests/tools/cluster.sh stop $c >/dev/null 2>&1 || true; done
