@@ -154,4 +154,26 @@ done_tx=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p
 assert_eq "$done_tx" "$(( $(sql "SELECT count(*) FROM audit.events WHERE action = 'load.event'") - before ))" \
   "every event pgbench committed is there"
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "every chain verifies"
+
+# 5. An auditor's open read transaction and apply_retention: the drop waits at most its
+#    lock_timeout (2 s) for the reader and fails with 55P03, so writers, which queue behind a
+#    waiting ACCESS EXCLUSIVE request, are held up for at most that long, never until the
+#    reader commits. Once the reader is gone, retention goes through.
+sql "INSERT INTO audit.events (action, at, retention_class)
+     SELECT 'page.view', now() - interval '60 days', audit.retention_class('page.view') FROM generate_series(1, 10);
+     SELECT count(*) FROM audit.ensure_partitions(interval '0')" >/dev/null
+psql -XAtq -c "BEGIN" -c "SELECT count(*) FROM audit.events" -c "SELECT pg_sleep(8)" -c "COMMIT" >/dev/null 2>&1 &
+reader=$!
+sleep 1
+t0=$(date +%s%N)
+out=$(psql -Xq -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "SELECT sum(events) FROM audit.apply_retention()" 2>&1) || true
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+w0=$(date +%s%N)
+sql "SELECT audit.record('load.event')" >/dev/null
+wms=$(( ($(date +%s%N) - w0) / 1000000 ))
+assert_match "55P03.*could not lock" "$(tr '\n' ' ' <<<"$out")" "apply_retention beside an open read transaction fails with 55P03 ($ms ms)"
+assert_eq "t" "$([ "$ms" -lt 5000 ] && [ "$wms" -lt 3000 ] && echo t || echo "f (retention $ms ms, writer $wms ms)")" \
+  "within its lock_timeout, and a writer right after is not held up"
+wait "$reader" || true
+assert_eq "10" "$(sql "SELECT sum(events) FROM audit.apply_retention()")" "once the reader is gone, retention goes through"
 sql "DROP ROLE retention_admin" -d postgres >/dev/null 2>&1 || true
