@@ -27,6 +27,22 @@ pub enum AlertError {
     NotAlertTrigger(&'static str),
 }
 
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for AlertError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        match self {
+            AlertError::BadGroup(_) => pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            AlertError::NotAlertTrigger(_) => pgrx::PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            AlertError::BadGroup(_) => "Group by actor, actor_ip, session_id, application, action, status, severity, module, object_type, object_id or object_name.".into(),
+            AlertError::NotAlertTrigger(_) => "audit_ext attaches it to audit.events itself; do not attach it by hand.".into(),
+        })
+    }
+}
+
 /// NOTIFY payloads must stay under 8000 bytes: each string field's JSON is cut to this many bytes.
 const FIELD_CHARS: usize = 400;
 

@@ -43,6 +43,40 @@ pub enum AppendError {
     TooDeep { field: &'static str, limit: usize },
 }
 
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for AppendError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        use AppendError::*;
+        match self {
+            AppendOnly { .. } => pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Generated { .. } => pgrx::PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
+            Invalid { .. } | MetadataNotObject => pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            BadTimestamp => pgrx::PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            TooLarge { .. } | TooDeep { .. } => pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            WrongTable { .. } => pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            RestoredMismatch { .. } => pgrx::PgSqlErrorCode::ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,
+            RestoredIncomplete { .. } => pgrx::PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
+            ReservedModule(_) => pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        use AppendError::*;
+        Some(match self {
+            AppendOnly { .. } => "Audit events can never be changed or removed. Record a corrective event with audit.record(); old events leave only through retention.".into(),
+            Generated { .. } => "Leave id, chain, seq, txid, prev_hash and hash out of the INSERT: the extension assigns them. Restoring a dump? Run pg_restore as a superuser with PGOPTIONS='-c audit_ext.restore=on'.".into(),
+            Invalid { fix, .. } => fix.to_string(),
+            MetadataNotObject => "Pass a JSON object, e.g. '{\"request_id\": \"r1\"}'::jsonb.".into(),
+            BadTimestamp => "Leave \"at\" out of the INSERT so that it defaults to clock_timestamp().".into(),
+            TooLarge { .. } => "Store large documents elsewhere and record a reference, or raise audit_ext.max_event_bytes (superuser).".into(),
+            TooDeep { .. } => "Flatten the document (alerts, search and audit.diff work on documents up to 100 levels deep), or store it elsewhere and record a reference.".into(),
+            WrongTable { .. } => return None,
+            RestoredMismatch { .. } => "The dump does not hold the events as they were recorded. Restore from an untouched dump, or load it without that event and let audit.verify() show the gap.".into(),
+            RestoredIncomplete { .. } => "Restore events only from a pg_dump of audit_ext's own table.".into(),
+            ReservedModule(_) => "Name your own module (e.g. 'billing'); only audit_ext's own functions record events of capture, ddl, role, alert, retention and audit.".into(),
+        })
+    }
+}
+
 /// Where each of `COLUMNS` sits in a relation's tuple, and the id sequence.
 #[derive(Clone)]
 struct Layout {

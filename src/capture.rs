@@ -28,6 +28,24 @@ pub enum CaptureError {
     MayNotRead { table: String, role: String },
 }
 
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for CaptureError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        match self {
+            CaptureError::NotCaptureTrigger(_) => pgrx::PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            CaptureError::BadTriggerArgs { .. } => pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            CaptureError::MayNotRead { .. } => pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            CaptureError::NotCaptureTrigger(_) => "Start capture with audit.track(tbl); do not attach audit.capture_rows() by hand.".into(),
+            CaptureError::BadTriggerArgs { .. } => "Run audit.track() on the table again to rebuild its capture triggers.".into(),
+            CaptureError::MayNotRead { table, role } => format!("Tracking copies the rows into the log. Its owner can GRANT SELECT ON {table} TO {role} (and USAGE on its schema), or call audit.track() itself."),
+        })
+    }
+}
+
 /// Whether DDL capture is on. Read here rather than with `current_setting()` in PL/pgSQL:
 /// calling into the library loads it, and loading turns any `audit_ext.capture_ddl`
 /// placeholder an unprivileged role set beforehand into the real, superuser-only setting

@@ -50,10 +50,11 @@ extension_sql_file!(
     name = "capture",
     requires = ["capture_rows", capture::capture_ddl_enabled, capture::restoring, chain::in_maintenance_sql]
 );
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["api", search::translate]);
 extension_sql_file!(
     "../sql/alerts.sql",
     name = "alerts",
-    requires = ["api", search::translate, alerts::check_alert, alerts::rules_changed, alerts::group_name]
+    requires = ["api", alerts::check_alert, alerts::rules_changed, alerts::group_name]
 );
 extension_sql_file!(
     "../sql/retention.sql",

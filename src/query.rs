@@ -58,6 +58,18 @@ pub struct QueryError {
     pub message: String,
 }
 
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for QueryError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        pgrx::PgSqlErrorCode::ERRCODE_SYNTAX_ERROR
+    }
+    fn hint(&self) -> Option<String> {
+        Some(
+            "See docs/query-language.md, e.g. 'action:authentication.login AND status:failure AND at:>now-24h'.".into(),
+        )
+    }
+}
+
 fn qerr(idx: usize, msg: impl Into<String>) -> QueryError {
     QueryError { position: idx + 1, message: msg.into() }
 }

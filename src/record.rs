@@ -25,6 +25,26 @@ pub enum RecordError {
     ReservedAction(String),
 }
 
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for RecordError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        match self {
+            RecordError::LocalOutsideTransaction => pgrx::PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+            RecordError::BadContext(_) | RecordError::ReservedModule(_) | RecordError::ReservedAction(_) => {
+                pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, as its first statement: that is safe with every connection pooler. local => false keeps the context for the whole session, so use it only on a connection no other client shares (never under transaction pooling, where the next client would inherit it).".into(),
+            RecordError::BadContext(_) => "Pass a JSON object as metadata.".into(),
+            RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role, alert, retention and audit mark events audit_ext recorded itself.".into(),
+            RecordError::ReservedAction(_) => "Name your own action (e.g. 'order.update'); row.*, table.truncate, ddl.*, role.*, capture.*, retention.*, alert.*, stream.*, setting.* and audit.* are the names of events audit_ext records itself.".into(),
+        })
+    }
+}
+
 /// Modules of the events the extension writes itself (row capture, DDL and role capture,
 /// alerts). `audit.record` refuses them, so that an auditor can trust that an event with
 /// module `capture` really is a captured change and not an application's claim.

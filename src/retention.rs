@@ -31,6 +31,20 @@ pub enum RetentionError {
     BadPattern(String),
 }
 
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for RetentionError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        match self {
+            RetentionError::BadPattern(_) => pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            RetentionError::BadPattern(_) => "Use '*', an action name such as 'page.view', or a dotted prefix ending in '.*' such as 'authentication.*'.".into(),
+        })
+    }
+}
+
 /// Why a worker is not started more often than this, per backend: one is enough to catch up.
 const LAUNCH_EVERY_US: i64 = 10_000_000;
 /// How long a backend trusts what it read of the partitions' coverage once it falls short.

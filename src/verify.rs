@@ -21,6 +21,23 @@ pub enum VerifyError {
     BadHeads(String),
 }
 
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for VerifyError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        match self {
+            VerifyError::BadRange { .. } | VerifyError::BadHeads(_) => {
+                pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            VerifyError::BadRange { .. } => "Pass from_id <= to_id, or NULL for an open end.".into(),
+            VerifyError::BadHeads(_) => "Pass the output of: select jsonb_agg(to_jsonb(h)) from audit.head() h".into(),
+        })
+    }
+}
+
 /// A head an auditor noted from `audit.head()`.
 #[derive(Clone, Debug)]
 struct Noted {
