@@ -358,7 +358,8 @@ unsafe fn register_images(td: *mut pg_sys::TriggerData, op: Op) -> *mut pg_sys::
     let store = pg_sys::tuplestore_begin_heap(false, false, pg_sys::work_mem);
     // to_jsonb(anyelement) learns its argument's type from the call expression
     let mut flinfo: pg_sys::FmgrInfo = std::mem::zeroed();
-    let to_jsonb = pg_sys::fmgr_internal_function(c"to_jsonb".as_ptr());
+    // (its fixed OID: looking the name up scans the table of built-in functions)
+    let to_jsonb = pg_sys::Oid::from(pg_sys::F_TO_JSONB);
     pg_sys::fmgr_info(to_jsonb, &mut flinfo);
     let arg = pg_sys::makeNullConst(reltype, -1, pg_sys::InvalidOid);
     let args = pg_sys::lappend(std::ptr::null_mut(), arg.cast());
