@@ -50,8 +50,12 @@ deps:
 build: deps
 	cargo build --release
 
+# cargo pgrx install writes the current version's script and the upgrade scripts
+# (sql/audit_ext--A--B.sql); the released scripts of earlier versions (frozen in sql/) are
+# installed beside them, so that CREATE EXTENSION audit_ext VERSION 'A' and updates from A work.
 install: deps
 	cargo pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG)
+	$(if $(SUDO_FLAG),sudo) install -m 644 $$(ls sql/audit_ext--*.sql | grep -vE -- '--.+--') "$$($(PG_CONFIG) --sharedir)/extension/"
 
 lint: deps
 	cargo fmt --check

@@ -1,15 +1,11 @@
 -- audit_ext: threshold alerts and live streams (src/alerts.rs). Rules and streams are written in
--- the query language of docs/query-language.md (src/query.rs; audit.search is in search.sql).
+-- the query language of docs/query-language.md (crates/audit_core/src/query/; audit.search is in sql/search.sql).
 
 
 -- The AFTER INSERT trigger that evaluates alert rules and streams for every new event.
 CREATE FUNCTION audit.evaluate_alerts() RETURNS trigger
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'audit_evaluate_alerts';
-CREATE TRIGGER zz_alerts
-    AFTER INSERT ON audit.events
-    FOR EACH ROW EXECUTE FUNCTION audit.evaluate_alerts();
-ALTER TABLE audit.events ENABLE ALWAYS TRIGGER zz_alerts;
-ALTER TABLE audit.events_default ENABLE ALWAYS TRIGGER zz_alerts, ENABLE ALWAYS TRIGGER zz_chain_event;
+-- (trigger zz_alerts, made in sql/guards.sql)
 
 -- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).

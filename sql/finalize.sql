@@ -40,6 +40,9 @@ GRANT SELECT ON audit.events TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), audit.hash_event(audit.events),
                           audit.export_json(audit.events)
     TO audit_reader;
+-- the guards row of audit.verify() (sql/guards.sql), which runs as the reader
+GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers()
+    TO audit_reader;
 
 GRANT SELECT ON audit.changes TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),

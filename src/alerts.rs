@@ -10,8 +10,9 @@
 //! Rules and streams are loaded once per backend and reloaded after a relcache invalidation
 //! of their tables, which `audit._rules_changed()` sends whenever they change.
 
-use crate::append::text as text_datum;
 use crate::event::{self, COLUMNS};
+use crate::pg::datum::{self, text as text_datum};
+use crate::pg::spi;
 use crate::query::{self, Doc, EventView, Field, Query};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -235,7 +236,7 @@ impl TupleEvent {
         self.get(event::ID).map(|d| d.value() as i64).unwrap_or(0)
     }
     fn str(&self, c: usize) -> Option<&str> {
-        self.get(c).map(|d| unsafe { std::str::from_utf8(event::bytes(d)).unwrap_or("") })
+        self.get(c).map(|d| unsafe { std::str::from_utf8(datum::bytes(d)).unwrap_or("") })
     }
 }
 
@@ -258,7 +259,7 @@ impl EventView for TupleEvent {
                     .ip
                     .get_or_init(|| {
                         self.get(event::ACTOR_IP).map(|d| unsafe {
-                            let s = crate::append::call(pg_sys::inet_out, &[d]).expect("inet_out returned NULL");
+                            let s = crate::pg::datum::call(pg_sys::inet_out, &[d]).expect("inet_out returned NULL");
                             CStr::from_ptr(s.cast_mut_ptr::<c_char>()).to_string_lossy().into_owned()
                         })
                     })
@@ -291,7 +292,7 @@ impl EventView for TupleEvent {
         };
         self.docs[slot]
             .get_or_init(|| {
-                self.get(c).and_then(|d| unsafe { serde_json::from_slice(event::jsonb_text(d).to_bytes()).ok() })
+                self.get(c).and_then(|d| unsafe { serde_json::from_slice(datum::jsonb_text(d).to_bytes()).ok() })
             })
             .as_ref()
     }
@@ -315,7 +316,7 @@ finfo_v1!(pg_finfo_audit_evaluate_alerts);
 
 /// `audit.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`. It runs
 /// as whoever inserts (the extension's owner inside audit_ext's own functions) and follows the
-/// rule of src/elevate.rs: rules are matched in memory, and the SQL a match costs (kept plans
+/// rule of src/pg/elevate.rs: rules are matched in memory, and the SQL a match costs (kept plans
 /// built from the translator's fixed vocabulary, values as parameters) runs under a pinned path.
 #[no_mangle]
 #[pg_guard]
@@ -331,7 +332,7 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
     // (loaded once per backend; only the load itself needs the pinned path)
     let rules = match CACHE.with(|c| c.borrow().clone()) {
         Some(r) => r,
-        None => crate::elevate::with_pinned_path(|| load()),
+        None => crate::pg::elevate::with_pinned_path(|| load()),
     };
     let nested = DEPTH.get() > 0;
     if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {
@@ -359,13 +360,13 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
 
     for s in &rules.streams {
         if s.query.as_ref().is_none_or(|q| q.matches(&ev)) {
-            crate::elevate::with_pinned_path(|| notify(&s.channel, &stream_payload(&ev)));
+            crate::pg::elevate::with_pinned_path(|| notify(&s.channel, &stream_payload(&ev)));
         }
     }
     if !nested {
         for r in &rules.rules {
             if r.query.matches(&ev) {
-                crate::elevate::with_pinned_path(|| evaluate(r, &ev));
+                crate::pg::elevate::with_pinned_path(|| evaluate(r, &ev));
             }
         }
     }
@@ -434,47 +435,18 @@ fn iso_utc(us: i64) -> String {
 }
 
 unsafe fn notify(channel: &CStr, payload: &str) {
-    crate::append::call(pg_sys::pg_notify, &[text_datum(channel.to_bytes()), text_datum(payload.as_bytes())]);
-}
-
-/// Runs `sql` with `args` (type, value or NULL) inside the current SPI connection.
-unsafe fn exec(sql: &CStr, args: &[(pg_sys::Oid, Option<pg_sys::Datum>)], read_only: bool) -> i32 {
-    let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
-    let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1.unwrap_or(pg_sys::Datum::from(0))).collect();
-    let nulls: Vec<c_char> = args.iter().map(|a| if a.1.is_some() { b' ' } else { b'n' } as c_char).collect();
-    pg_sys::SPI_execute_with_args(
-        sql.as_ptr(),
-        args.len() as i32,
-        types.as_mut_ptr(),
-        values.as_mut_ptr(),
-        nulls.as_ptr(),
-        read_only,
-        0,
-    )
-}
-
-/// The value of column 1..n of the first row of the last SPI result (None: NULL or no row).
-unsafe fn cell(n: i32) -> Option<pg_sys::Datum> {
-    if pg_sys::SPI_processed == 0 {
-        return None;
-    }
-    let tt = *pg_sys::SPI_tuptable;
-    let mut isnull = false;
-    let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, n, &mut isnull);
-    (!isnull).then_some(d)
+    crate::pg::datum::call(pg_sys::pg_notify, &[text_datum(channel.to_bytes()), text_datum(payload.as_bytes())]);
 }
 
 /// Counts the rule's events in its window for the event's group and fires at the threshold,
 /// once per window and group: counting starts after the group's last firing.
 unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
-    if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-        pgrx::error!("audit_ext: SPI_connect failed");
-    }
+    let spi = spi::Connection::open();
     let group_value: Option<String> = rule.group.and_then(|(_, _, f)| ev.text(f).map(str::to_owned));
     let grp = serde_json::to_string(&group_value).unwrap_or_default();
     let at = ev.at();
 
-    exec(
+    spi.run(
         c"SELECT fired_at FROM audit.alert_state WHERE alert = $1 AND grp = $2",
         &[
             (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
@@ -482,7 +454,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         ],
         false,
     );
-    let last_fired = cell(1);
+    let last_fired = spi.cell(0, 1);
     let window_start = at - rule.window_us;
     let since = last_fired.map_or(window_start, |d| (d.value() as i64).max(window_start)).max(rule.created_us);
 
@@ -498,26 +470,24 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         ))
         .unwrap();
         let types = [pg_sys::TEXTARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID];
-        rule.plan.set(crate::spi::kept_plan(&sql, &types));
+        rule.plan.set(spi::kept_plan(&sql, &types));
     }
     let params = rule.params.clone().into_datum().unwrap();
-    let mut args = [
-        params,
-        pg_sys::Datum::from(since),
-        pg_sys::Datum::from(at),
-        group_value.as_deref().map_or(pg_sys::Datum::from(0), |g| text_datum(g.as_bytes())),
+    let args = [
+        Some(params),
+        Some(pg_sys::Datum::from(since)),
+        Some(pg_sys::Datum::from(at)),
+        group_value.as_deref().map(|g| text_datum(g.as_bytes())),
     ];
-    let nulls = [b' ', b' ', b' ', if group_value.is_some() { b' ' } else { b'n' }].map(|c| c as c_char);
     // read_only = false: a fresh snapshot after a command-counter bump, so the count includes
     // the event that fired this trigger (the statement's own snapshot predates it).
-    pg_sys::SPI_execute_plan(rule.plan.get(), args.as_mut_ptr(), nulls.as_ptr(), false, 1);
-    let count = cell(1).map_or(0, |d| d.value() as i64);
+    spi.execute(rule.plan.get(), &args, false);
+    let count = spi.cell(0, 1).map_or(0, |d| d.value() as i64);
     if count < rule.threshold {
-        pg_sys::SPI_finish();
         return;
     }
-    let first_id = cell(2).map(|d| d.value() as i64);
-    let last_id = cell(3).map(|d| d.value() as i64);
+    let first_id = spi.cell(0, 2).map(|d| d.value() as i64);
+    let last_id = spi.cell(0, 3).map(|d| d.value() as i64);
 
     // One firing transaction per rule and group at a time, without waiting: a transaction
     // that fired and stays open holds the group's row in alert_state, and a writer must never
@@ -529,13 +499,12 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         (rule.name.as_str(), grp.as_str()).hash(&mut h);
         h.finish() as u32
     };
-    if !crate::chain::try_alert_lock(key) {
-        pg_sys::SPI_finish();
+    if !crate::pg::locks::alert(key) {
         return;
     }
     // Compare-and-set on the group's last firing: of two transactions that reach the
     // threshold one after the other, only the one that moves fired_at fires.
-    let rc = exec(
+    let rc = spi.run(
         c"INSERT INTO audit.alert_state AS s (alert, grp, fired_at) VALUES ($1, $2, $3) \
           ON CONFLICT (alert, grp) DO UPDATE SET fired_at = excluded.fired_at, fired_count = s.fired_count + 1 \
           WHERE s.fired_at IS NOT DISTINCT FROM $4 RETURNING 1",
@@ -547,8 +516,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         ],
         false,
     );
-    if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 || pg_sys::SPI_processed == 0 {
-        pg_sys::SPI_finish();
+    if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 || spi.processed() == 0 {
         return;
     }
     let payload = serde_json::json!({
@@ -568,7 +536,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
     notify(&rule.channel, &payload);
     {
         let _firing = Firing::enter();
-        exec(
+        spi.run(
             c"SELECT audit._event('alert.fired', 'alert', 'alert', $2, $1, NULL, $4::jsonb, $5, $3)",
             &[
                 (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
@@ -583,7 +551,6 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
             false,
         );
     }
-    pg_sys::SPI_finish();
 }
 
 /// Cut so that the field's JSON text (escapes included: a control character takes 6 bytes)

@@ -1,26 +1,23 @@
-//! The triggers on `audit.events`: every insert is validated, given its context, chained and
-//! hashed here, whoever inserts (`audit.record`, change capture, or a privileged role's direct
-//! INSERT); every UPDATE, DELETE and TRUNCATE is refused.
+//! The insert path of `audit.events` (trigger `zz_chain_event`, sql/guards.sql): every insert
+//! is validated, given its context, chained and hashed here, whoever inserts (`audit.record`,
+//! change capture, or a privileged role's direct INSERT). UPDATE, DELETE and TRUNCATE are
+//! refused by src/guards.rs.
 
 use crate::error::raise;
 use crate::event::{self, COLUMNS};
-use crate::{chain, gucs};
+use crate::pg::datum::{self, bytea, call, concat, jsonb, text};
+use crate::{chain, gucs, vocab};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTupleDesc};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
 
-pub const STATUSES: [&str; 3] = ["success", "failure", "denied"];
-pub const SEVERITIES: [&str; 6] = ["debug", "info", "notice", "warning", "high", "critical"];
-pub const MAX_ACTION_CHARS: usize = 200;
 /// 10000-01-01 00:00:00 UTC in PostgreSQL-epoch microseconds: `at` must be before it.
 const MAX_AT: i64 = 252_455_616_000_000_000;
 
 #[derive(thiserror::Error, Debug)]
 pub enum AppendError {
-    #[error("audit.events is append-only: {op} is not allowed")]
-    AppendOnly { op: &'static str },
     #[error("column \"{column}\" of audit.events is assigned by audit_ext and cannot be supplied")]
     Generated { column: &'static str },
     #[error("invalid {field}: {problem}")]
@@ -48,7 +45,6 @@ impl crate::error::SqlError for AppendError {
     fn code(&self) -> pgrx::PgSqlErrorCode {
         use AppendError::*;
         match self {
-            AppendOnly { .. } => pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Generated { .. } => pgrx::PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
             Invalid { .. } | MetadataNotObject => pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BadTimestamp => pgrx::PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
@@ -62,7 +58,6 @@ impl crate::error::SqlError for AppendError {
     fn hint(&self) -> Option<String> {
         use AppendError::*;
         Some(match self {
-            AppendOnly { .. } => "Audit events can never be changed or removed. Record a corrective event with audit.record(); old events leave only through retention.".into(),
             Generated { .. } => "Leave id, chain, seq, txid, prev_hash and hash out of the INSERT: the extension assigns them. Restoring a dump? Run pg_restore as a superuser with PGOPTIONS='-c audit_ext.restore=on'.".into(),
             Invalid { fix, .. } => fix.to_string(),
             MetadataNotObject => "Pass a JSON object, e.g. '{\"request_id\": \"r1\"}'::jsonb.".into(),
@@ -72,7 +67,10 @@ impl crate::error::SqlError for AppendError {
             WrongTable { .. } => return None,
             RestoredMismatch { .. } => "The dump does not hold the events as they were recorded. Restore from an untouched dump, or load it without that event and let audit.verify() show the gap.".into(),
             RestoredIncomplete { .. } => "Restore events only from a pg_dump of audit_ext's own table.".into(),
-            ReservedModule(_) => "Name your own module (e.g. 'billing'); only audit_ext's own functions record events of capture, ddl, role, alert, retention and audit.".into(),
+            ReservedModule(_) => format!(
+                "Name your own module (e.g. 'billing'); only audit_ext's own functions record events of {}.",
+                vocab::reserved_modules_text()
+            ),
         })
     }
 }
@@ -99,7 +97,7 @@ thread_local! {
 }
 
 /// The BEFORE INSERT trigger `zz_chain_event`. It runs as whoever inserts, which inside
-/// audit_ext's own functions is the extension's owner: it follows the rule of src/elevate.rs
+/// audit_ext's own functions is the extension's owner: it follows the rule of src/pg/elevate.rs
 /// (its SPI work, the chain head and the partition map, runs under a pinned search path with
 /// qualified names and typed parameters; it calls no function of the caller's).
 #[pg_trigger]
@@ -112,23 +110,6 @@ fn chain_event<'a>(
         let desc = PgTupleDesc::from_pg_unchecked((*td.tg_relation).rd_att);
         Ok(Some(PgHeapTuple::from_heap_tuple(desc, tuple)))
     }
-}
-
-#[pg_trigger]
-fn refuse_change<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
-    let op = match trigger.op() {
-        Ok(PgTriggerOperation::Update) => "UPDATE",
-        Ok(PgTriggerOperation::Delete) => "DELETE",
-        Ok(PgTriggerOperation::Truncate) => "TRUNCATE",
-        _ => "this change",
-    };
-    // audit_ext's own upkeep moving events out of the default partition (sql/retention.sql)
-    if chain::in_maintenance() && op == "DELETE" {
-        return Ok(None);
-    }
-    raise(AppendError::AppendOnly { op })
 }
 
 /// A deformed `audit.events` tuple, addressed by canonical column index.
@@ -149,7 +130,7 @@ impl Row<'_> {
         self.nulls[i] = false;
     }
     unsafe fn text(&self, c: usize) -> Option<std::borrow::Cow<'_, str>> {
-        self.get(c).map(|d| String::from_utf8_lossy(event::bytes(d)))
+        self.get(c).map(|d| String::from_utf8_lossy(datum::bytes(d)))
     }
 }
 
@@ -189,7 +170,7 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
 
     let class_i = layout.class_attno;
     let class = if row.nulls[class_i] { 0 } else { row.values[class_i].value() as i32 };
-    crate::retention::after_route(class);
+    crate::retention::partitions::after_route(class);
     let tail = chain::tail(class);
     let seq = tail.seq + 1;
     row.set(event::CHAIN, pg_sys::Datum::from(tail.chain));
@@ -206,7 +187,7 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
 
     for (c, field) in [(event::OLD, "old"), (event::NEW, "new"), (event::METADATA, "metadata")] {
         if let Some(d) = row.get(c) {
-            if event::jsonb_deeper_than(d, event::MAX_JSON_DEPTH) {
+            if datum::jsonb_deeper_than(d, event::MAX_JSON_DEPTH) {
                 return Err(AppendError::TooDeep { field, limit: event::MAX_JSON_DEPTH });
             }
         }
@@ -232,7 +213,7 @@ unsafe fn restored(td: &pg_sys::TriggerData, row: &Row) -> Result<pg_sys::HeapTu
         }
     }
     let (hash, _) = event::hash_datums(|c| row.get(c));
-    let stored = row.get(event::HASH).map(|d| event::bytes(d)).unwrap_or_default();
+    let stored = row.get(event::HASH).map(|d| datum::bytes(d)).unwrap_or_default();
     if stored != hash.as_slice() {
         let id = row.get(event::ID).map(|d| d.value() as i64).unwrap_or(0);
         return Err(AppendError::RestoredMismatch { id });
@@ -267,7 +248,7 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
             }
         }
         if let Some(m) = row.text(event::MODULE) {
-            if crate::record::RESERVED_MODULES.iter().any(|r| r.eq_ignore_ascii_case(&m)) {
+            if vocab::reserved_module(&m) {
                 return Err(AppendError::ReservedModule(m.into_owned()));
             }
         }
@@ -331,7 +312,7 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     // asserted context (which win over both: nobody can forge them).
     let meta = row.get(event::METADATA);
     if let Some(m) = meta {
-        if !event::jsonb_is_object(m) {
+        if !datum::jsonb_is_object(m) {
             return Err(AppendError::MetadataNotObject);
         }
     }
@@ -341,7 +322,7 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     }
     if !asserted.is_empty() || meta.is_none() {
         let mut merged = jsonb(ctx_meta.as_deref().unwrap_or(c"{}"));
-        if !event::jsonb_is_object(merged) {
+        if !datum::jsonb_is_object(merged) {
             merged = jsonb(c"{}");
         }
         if let Some(m) = meta {
@@ -375,7 +356,7 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
 unsafe fn internal_insert() -> bool {
     let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
     pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-    sec & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 != 0 && user == crate::elevate::extension_owner()
+    sec & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 != 0 && user == crate::pg::elevate::extension_owner()
 }
 
 unsafe fn validate(row: &Row) -> Result<(), AppendError> {
@@ -388,9 +369,9 @@ unsafe fn validate(row: &Row) -> Result<(), AppendError> {
         Some("") => {
             return invalid("it is empty".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'.")
         }
-        Some(s) if s.chars().count() > MAX_ACTION_CHARS => {
+        Some(s) if s.chars().count() > vocab::MAX_ACTION_CHARS => {
             return invalid(
-                format!("it is {} characters long, the limit is {MAX_ACTION_CHARS}", s.chars().count()),
+                format!("it is {} characters long, the limit is {}", s.chars().count(), vocab::MAX_ACTION_CHARS),
                 "Use a short dotted name such as 'resource.modify'; put details in message or metadata.",
             )
         }
@@ -413,8 +394,8 @@ unsafe fn validate(row: &Row) -> Result<(), AppendError> {
             fix,
         }),
     };
-    one_of(event::STATUS, "status", &STATUSES, "Use success, failure or denied.")?;
-    one_of(event::SEVERITY, "severity", &SEVERITIES, "Use debug, info, notice, warning, high or critical.")
+    one_of(event::STATUS, "status", &vocab::STATUSES, "Use success, failure or denied.")?;
+    one_of(event::SEVERITY, "severity", &vocab::SEVERITIES, "Use debug, info, notice, warning, high or critical.")
 }
 
 /// Attribute positions of our columns in `rel`, checked against the live tuple descriptor so
@@ -472,32 +453,6 @@ unsafe fn session_defaults() -> (String, Option<Vec<u8>>) {
             })
             .clone()
     })
-}
-
-/// A text datum (palloc'd in the current context) holding `b`.
-pub unsafe fn text(b: &[u8]) -> pg_sys::Datum {
-    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(b.as_ptr() as *const _, b.len() as i32))
-}
-
-unsafe fn bytea(b: &[u8]) -> pg_sys::Datum {
-    text(b)
-}
-
-unsafe fn jsonb(s: &CStr) -> pg_sys::Datum {
-    call(pg_sys::jsonb_in, &[pg_sys::Datum::from(s.as_ptr())]).expect("jsonb_in returned NULL")
-}
-
-unsafe fn concat(a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum {
-    call(pg_sys::jsonb_concat, &[a, b]).expect("jsonb_concat returned NULL")
-}
-
-/// Calls a built-in fmgr function directly.
-pub unsafe fn call(
-    f: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
-    args: &[pg_sys::Datum],
-) -> Option<pg_sys::Datum> {
-    let args: Vec<_> = args.iter().map(|d| Some(*d)).collect();
-    pgrx::direct_function_call_as_datum(f, &args)
 }
 
 /// Arms [`ID_FOR_CALLER`]: the id of the next event chained will be kept for [`take_id`].

@@ -159,7 +159,7 @@ finfo_v1!(pg_finfo_audit_depth_checked);
 #[pg_guard]
 pub unsafe extern "C-unwind" fn audit_depth_checked(fcinfo: pgrx::pg_sys::FunctionCallInfo) -> pgrx::pg_sys::Datum {
     let d = (*fcinfo).args.as_slice(1)[0].value;
-    if crate::event::jsonb_deeper_than(d, crate::event::MAX_JSON_DEPTH) {
+    if crate::pg::datum::jsonb_deeper_than(d, crate::event::MAX_JSON_DEPTH) {
         crate::error::raise(DiffError::TooDeep(crate::event::MAX_JSON_DEPTH));
     }
     d

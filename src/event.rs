@@ -2,10 +2,9 @@
 //! PostgreSQL datum is reduced to the bytes the hash sees.
 
 use crate::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
+use crate::pg::datum::{bytes, jsonb_text};
 use pgrx::pg_sys;
-use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 use pgrx::PgTupleDesc;
-use std::ffi::CStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -118,64 +117,6 @@ pub unsafe fn with_value<R>(kind: Kind, d: pg_sys::Datum, f: impl FnOnce(Value<'
     }
 }
 
-/// Zero-copy bytes of a text/bytea/inet datum (detoasted into the current context if needed).
-///
-/// # Safety
-/// `d` must be a varlena datum.
-pub unsafe fn bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
-    let mut v = d.cast_mut_ptr::<pg_sys::varlena>();
-    // Only compressed or out-of-line values need detoasting; skipping the call for the
-    // common inline case saves pgrx's setjmp guard on every field (seen in perf).
-    if varatt_is_1b_e(v) || varatt_is_4b_c(v) {
-        v = pg_sys::pg_detoast_datum_packed(v);
-    }
-    varlena_to_byte_slice(v)
-}
-
-/// PostgreSQL's own jsonb text (`jsonb_out`): keys ordered by length then bytes, ", " and ": "
-/// separators, numerics as stored. Independent of every setting.
-///
-/// The text lives in one buffer reused by every call (a fresh buffer per jsonb was most of
-/// verify's allocation churn): it is valid until the next call, so callers copy or consume it
-/// at once.
-///
-/// # Safety
-/// `d` must be a jsonb datum.
-pub unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a CStr {
-    thread_local! {
-        static OUT: std::cell::Cell<*mut pg_sys::StringInfoData> = const { std::cell::Cell::new(std::ptr::null_mut()) };
-    }
-    let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
-    let size = pgrx::varlena::varsize_any(jb as *const pg_sys::varlena) as i32;
-    let mut out = OUT.get();
-    if out.is_null() || (*out).maxlen > 8 * 1024 * 1024 {
-        // (a buffer grown past 8 MB by one huge document is not kept)
-        if !out.is_null() {
-            pg_sys::pfree((*out).data.cast());
-            pg_sys::pfree(out.cast());
-        }
-        let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
-        out = pg_sys::makeStringInfo();
-        pg_sys::MemoryContextSwitchTo(old);
-        OUT.set(out);
-    }
-    pg_sys::resetStringInfo(out);
-    let cstr = pg_sys::JsonbToCString(out, &mut (*jb).root, size);
-    CStr::from_ptr(cstr)
-}
-
-/// True when a jsonb datum's top level is an object.
-///
-/// # Safety
-/// `d` must be a jsonb datum.
-pub unsafe fn jsonb_is_object(d: pg_sys::Datum) -> bool {
-    const JB_FSCALAR: u32 = 0x1000_0000;
-    const JB_FOBJECT: u32 = 0x2000_0000;
-    let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
-    let header = (*jb).root.header;
-    header & JB_FOBJECT != 0 && header & JB_FSCALAR == 0
-}
-
 /// Position of each of `COLUMNS` in `desc`, by name and type (None if one is missing).
 pub fn attnos(desc: &PgTupleDesc) -> Option<[usize; COLUMNS.len()]> {
     let mut attno = [0usize; COLUMNS.len()];
@@ -205,57 +146,3 @@ fn type_oid(kind: Kind) -> pg_sys::Oid {
 /// rule (an attacker could pad an event to evade them) and fail in `audit.changes`. So events
 /// deeper than this are refused when they are recorded.
 pub const MAX_JSON_DEPTH: usize = 100;
-
-/// Whether a jsonb datum nests arrays and objects deeper than `limit` levels. Reads only the
-/// containers' headers and entries of the binary format (no text, no allocation), so it
-/// costs a few nanoseconds per container.
-///
-/// # Safety
-/// `d` must be a jsonb datum.
-pub unsafe fn jsonb_deeper_than(d: pg_sys::Datum, limit: usize) -> bool {
-    let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
-    let root = std::ptr::addr_of!((*jb).root) as *const u8;
-    const JB_FSCALAR: u32 = 0x1000_0000;
-    let header = std::ptr::read_unaligned(root as *const u32);
-    // a scalar is stored as a one-element array that is not a level of nesting
-    let top = if header & JB_FSCALAR != 0 { 0 } else { 1 };
-    container_deeper(root, top, limit)
-}
-
-/// `c` points at a JsonbContainer at nesting level `level` (PostgreSQL's jsonb.h layout: a
-/// u32 header holding the count and kind, then one u32 JEntry per array element or per key
-/// and value, then the children's data, containers aligned to 4 bytes).
-unsafe fn container_deeper(c: *const u8, level: usize, limit: usize) -> bool {
-    const JB_CMASK: u32 = 0x0FFF_FFFF;
-    const JB_FOBJECT: u32 = 0x2000_0000;
-    const JENTRY_OFFLENMASK: u32 = 0x0FFF_FFFF;
-    const JENTRY_TYPEMASK: u32 = 0x7000_0000;
-    const JENTRY_HAS_OFF: u32 = 0x8000_0000;
-    const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
-    if level > limit {
-        return true;
-    }
-    let header = std::ptr::read_unaligned(c as *const u32);
-    let count = (header & JB_CMASK) as usize;
-    let n = if header & JB_FOBJECT != 0 { 2 * count } else { count };
-    let entry = |i: usize| std::ptr::read_unaligned(c.add(4 + 4 * i) as *const u32);
-    let data = c.add(4 + 4 * n);
-    // offsets: the sum of the lengths before i, or an entry's stored end offset
-    let mut offset = 0usize;
-    for i in 0..n {
-        let e = entry(i);
-        let end = if e & JENTRY_HAS_OFF != 0 {
-            (e & JENTRY_OFFLENMASK) as usize
-        } else {
-            offset + (e & JENTRY_OFFLENMASK) as usize
-        };
-        if e & JENTRY_TYPEMASK == JENTRY_ISCONTAINER {
-            let aligned = (offset + 3) & !3;
-            if container_deeper(data.add(aligned), level + 1, limit) {
-                return true;
-            }
-        }
-        offset = end;
-    }
-    false
-}

@@ -1,7 +1,6 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
-//! This file is glue: the SQL surface lives in `record`, `verify`, `diff`, `capture`, `search`
-//! `alerts` and `retention` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`, `hash`,
-//! `spi` (kept plans) and `query` (the search language), settings in `gucs`, errors in `error`.
+//! This file is glue: each feature is a module with the SQL file of the same name (README
+//! "Where things are"); `pg` is the raw PostgreSQL layer.
 
 use pgrx::prelude::*;
 
@@ -17,59 +16,83 @@ macro_rules! finfo_v1 {
     };
 }
 
+// Features, each with the SQL file of the same name (README "Where things are").
 mod alerts;
-mod append;
 mod capture;
-mod chain;
 mod diff;
-mod elevate;
+mod guards;
+mod maintenance;
+mod record;
+mod retention;
+mod search;
+mod status;
+mod verify;
+
+// Internals: the insert path and its chains, the event row, the vocabulary, settings, errors,
+// and the raw PostgreSQL layer.
+mod append;
+mod chain;
 mod error;
 mod event;
 mod gucs;
 mod hash;
+mod pg;
 mod query;
-mod record;
-mod retention;
-mod search;
-mod spi;
-mod verify;
+mod vocab;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
 ::pgrx::pg_module_magic!(name, version);
 
+// Hand-written SQL, in the order it loads. Functions declared with #[pg_extern] are placed by
+// pgrx wherever a file `requires` them.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = [append::chain_event, append::refuse_change]);
-extension_sql_file!("../sql/api.sql", name = "api", requires = ["triggers", retention::retention_class]);
-extension_sql_file!("../sql/diff.sql", name = "diff", requires = [diff::diff_jsonb, diff::diff_rows]);
-extension_sql_file!("../sql/views.sql", name = "views", requires = ["api", "diff"]);
-extension_sql_file!("../sql/capture_rows.sql", name = "capture_rows", requires = ["api", "diff"]);
 extension_sql_file!(
-    "../sql/capture.sql",
-    name = "capture",
-    requires = ["capture_rows", capture::capture_ddl_enabled, capture::restoring, chain::in_maintenance_sql]
+    "../sql/record.sql",
+    name = "record",
+    requires = [retention::policies::retention_class, vocab::own_action]
 );
-extension_sql_file!("../sql/search.sql", name = "search", requires = ["api", search::translate]);
+extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["record"]);
+extension_sql_file!("../sql/diff.sql", name = "diff", requires = ["record", diff::diff_jsonb, diff::diff_rows]);
+extension_sql_file!("../sql/capture/rows.sql", name = "capture_rows", requires = ["diff"]);
+extension_sql_file!(
+    "../sql/capture/ddl.sql",
+    name = "capture_ddl",
+    requires =
+        ["capture_rows", capture::ddl::capture_ddl_enabled, capture::ddl::restoring, maintenance::in_maintenance_sql]
+);
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["record", search::translate]);
 extension_sql_file!(
     "../sql/alerts.sql",
     name = "alerts",
-    requires = ["api", alerts::check_alert, alerts::rules_changed, alerts::group_name]
+    requires = ["record", alerts::check_alert, alerts::rules_changed, alerts::group_name]
 );
 extension_sql_file!(
-    "../sql/retention.sql",
-    name = "retention",
-    requires = [
-        "capture",
-        "alerts",
-        retention::retention_class,
-        retention::check_pattern,
-        retention::retention_changed,
-        retention::partition_period,
-        chain::begin_maintenance,
-        chain::end_maintenance,
-        chain::try_maintenance
-    ]
+    "../sql/guards.sql",
+    name = "guards",
+    requires = ["capture_ddl", "alerts", append::chain_event, guards::refuse_change]
+);
+extension_sql_file!(
+    "../sql/maintenance.sql",
+    name = "maintenance",
+    requires = ["guards", maintenance::begin_maintenance, maintenance::end_maintenance, maintenance::try_maintenance]
+);
+extension_sql_file!(
+    "../sql/retention/partitions.sql",
+    name = "retention_partitions",
+    requires = ["maintenance", retention::partitions::partition_period]
+);
+extension_sql_file!(
+    "../sql/retention/policies.sql",
+    name = "retention_policies",
+    requires = ["retention_partitions", retention::policies::check_pattern, retention::policies::retention_changed]
+);
+extension_sql_file!("../sql/retention/tiers.sql", name = "retention_tiers", requires = ["retention_partitions"]);
+extension_sql_file!(
+    "../sql/retention/apply.sql",
+    name = "retention_apply",
+    requires = ["retention_policies", "retention_tiers", retention::anchor::retention_applied]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -7,6 +7,7 @@
 //! direct INSERT by a privileged role is held to exactly the same rules.
 
 use crate::error::raise;
+use crate::vocab;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -39,27 +40,16 @@ impl crate::error::SqlError for RecordError {
         Some(match self {
             RecordError::LocalOutsideTransaction => "Call it inside BEGIN ... COMMIT, as its first statement: that is safe with every connection pooler. local => false keeps the context for the whole session, so use it only on a connection no other client shares (never under transaction pooling, where the next client would inherit it).".into(),
             RecordError::BadContext(_) => "Pass a JSON object as metadata.".into(),
-            RecordError::ReservedModule(_) => "Name your own module (e.g. 'billing'); capture, ddl, role, alert, retention and audit mark events audit_ext recorded itself.".into(),
-            RecordError::ReservedAction(_) => "Name your own action (e.g. 'order.update'); row.*, table.truncate, ddl.*, role.*, capture.*, retention.*, alert.*, stream.*, setting.* and audit.* are the names of events audit_ext records itself.".into(),
+            RecordError::ReservedModule(_) => format!(
+                "Name your own module (e.g. 'billing'); {} mark events audit_ext recorded itself.",
+                vocab::reserved_modules_text()
+            ),
+            RecordError::ReservedAction(_) => format!(
+                "Name your own action (e.g. 'order.update'); {} are the names of events audit_ext records itself.",
+                vocab::reserved_actions_text()
+            ),
         })
     }
-}
-
-/// Modules of the events the extension writes itself (row capture, DDL and role capture,
-/// alerts). `audit.record` refuses them, so that an auditor can trust that an event with
-/// module `capture` really is a captured change and not an application's claim.
-pub const RESERVED_MODULES: [&str; 6] = ["capture", "ddl", "role", "alert", "retention", "audit"];
-
-/// Action names the extension writes itself: `audit.record` refuses them under any module, so
-/// that `audit.row_history`, `audit.changes` and alert rules on these names see only what
-/// audit_ext recorded (an application's 'row.update' would pass for a captured change).
-pub const RESERVED_ACTION_PREFIXES: [&str; 10] =
-    ["row.", "table.truncate", "ddl.", "role.", "capture.", "retention.", "alert.", "stream.", "setting.", "audit."];
-
-/// Whether `action` is one of the names audit_ext writes itself.
-pub fn reserved_action(action: &str) -> bool {
-    let a = action.to_ascii_lowercase();
-    RESERVED_ACTION_PREFIXES.iter().any(|p| a.starts_with(p))
 }
 
 /// Argument types of `audit.record`, in order.
@@ -87,7 +77,7 @@ thread_local! {
     /// Prepared once per backend: ad-hoc SPI costs about 20 µs a call, a kept plan a fraction.
     /// The plan into the partitioned parent, for an event that has no partition yet.
     static INSERT_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
-    /// Plans straight into a partition (crate::retention::partition_for), by relation, with
+    /// Plans straight into a partition (crate::retention::partitions::partition_for), by relation, with
     /// the partition generation they were made in.
     static PARTITION_PLANS: RefCell<(u64, HashMap<pg_sys::Oid, pg_sys::SPIPlanPtr>)> =
         RefCell::new((0, HashMap::new()));
@@ -101,7 +91,7 @@ unsafe fn insert_plan(target: Option<pg_sys::Oid>) -> pg_sys::SPIPlanPtr {
         INSERT_PLAN.with(|p| {
             *p.borrow_mut().get_or_insert_with(|| {
                 let sql = CString::new(format!("INSERT INTO audit.events {INSERT_TAIL}")).unwrap();
-                crate::spi::kept_plan(&sql, &types)
+                crate::pg::spi::kept_plan(&sql, &types)
             })
         })
     };
@@ -112,7 +102,7 @@ unsafe fn insert_plan(target: Option<pg_sys::Oid>) -> pg_sys::SPIPlanPtr {
     }
     PARTITION_PLANS.with(|p| {
         let mut p = p.borrow_mut();
-        let generation = crate::retention::partitions_generation();
+        let generation = crate::retention::partitions::partitions_generation();
         if p.0 != generation {
             // partitions changed: plans for dropped ones must go (their OIDs may come back)
             for (_, plan) in p.1.drain() {
@@ -123,7 +113,7 @@ unsafe fn insert_plan(target: Option<pg_sys::Oid>) -> pg_sys::SPIPlanPtr {
         *p.1.entry(relid).or_insert_with(|| {
             let name = std::ffi::CStr::from_ptr(pg_sys::quote_identifier(relname));
             let sql = CString::new(format!("INSERT INTO audit.{} {INSERT_TAIL}", name.to_string_lossy())).unwrap();
-            crate::spi::kept_plan(&sql, &types)
+            crate::pg::spi::kept_plan(&sql, &types)
         })
     })
 }
@@ -133,7 +123,7 @@ finfo_v1!(pg_finfo_audit_record);
 /// `audit.record(action, object_type, ..., metadata) returns bigint`: the new event's id.
 ///
 /// Elevated entry point (SECURITY DEFINER in sql/api.sql, path pinned): follows the rule of
-/// src/elevate.rs. Its one statement is a kept, schema-qualified INSERT whose values are the
+/// src/pg/elevate.rs. Its one statement is a kept, schema-qualified INSERT whose values are the
 /// caller's datums as typed parameters; nothing of the caller's is resolved or run.
 #[no_mangle]
 #[pg_guard]
@@ -141,14 +131,14 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
     let args = (*fcinfo).args.as_slice(RECORD_ARGS.len());
     const MODULE_ARG: usize = 8;
     if !args[MODULE_ARG].isnull {
-        let module = String::from_utf8_lossy(crate::event::bytes(args[MODULE_ARG].value));
-        if RESERVED_MODULES.iter().any(|m| m.eq_ignore_ascii_case(&module)) {
+        let module = String::from_utf8_lossy(crate::pg::datum::bytes(args[MODULE_ARG].value));
+        if vocab::reserved_module(&module) {
             raise(RecordError::ReservedModule(module.into_owned()));
         }
     }
     if !args[0].isnull {
-        let action = String::from_utf8_lossy(crate::event::bytes(args[0].value));
-        if reserved_action(&action) {
+        let action = String::from_utf8_lossy(crate::pg::datum::bytes(args[0].value));
+        if vocab::reserved_action(&action) {
             raise(RecordError::ReservedAction(action.into_owned()));
         }
     }
@@ -157,25 +147,21 @@ pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -
     let class = if args[0].isnull {
         0
     } else {
-        crate::retention::class_of(&String::from_utf8_lossy(crate::event::bytes(args[0].value)))
+        crate::retention::policies::class_of(&String::from_utf8_lossy(crate::pg::datum::bytes(args[0].value)))
     };
     let at = pg_sys::GetCurrentTimestamp();
-    let target = crate::retention::partition_for(class, at);
-    let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.value).collect();
-    values.extend([pg_sys::Datum::from(class), pg_sys::Datum::from(at)]);
-    let mut nulls: Vec<std::ffi::c_char> = args.iter().map(|a| if a.isnull { b'n' } else { b' ' } as _).collect();
-    nulls.extend([b' ' as std::ffi::c_char; 2]);
-    if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-        pgrx::error!("audit_ext: SPI_connect failed");
-    }
+    let target = crate::retention::partitions::partition_for(class, at);
+    let mut values: Vec<Option<pg_sys::Datum>> = args.iter().map(|a| (!a.isnull).then_some(a.value)).collect();
+    values.extend([Some(pg_sys::Datum::from(class)), Some(pg_sys::Datum::from(at))]);
+    let spi = crate::pg::spi::Connection::open();
     let plan = insert_plan(target);
     crate::append::want_id();
-    let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
+    let rc = spi.execute(plan, &values, false);
     let id = crate::append::take_id();
-    if rc != pg_sys::SPI_OK_INSERT as i32 || pg_sys::SPI_processed != 1 {
+    if rc != pg_sys::SPI_OK_INSERT as i32 || spi.processed() != 1 {
         pgrx::error!("audit_ext: recording the event failed ({rc})");
     }
-    pg_sys::SPI_finish();
+    drop(spi);
     pg_sys::Datum::from(id.unwrap_or_else(|| pgrx::error!("audit_ext: the recorded event was given no id")))
 }
 
@@ -199,17 +185,17 @@ pub unsafe extern "C-unwind" fn audit_set_context(fcinfo: pg_sys::FunctionCallIn
         }
     };
     unsafe fn text(d: pg_sys::Datum) -> CString {
-        CString::new(crate::event::bytes(d)).unwrap_or_default()
+        CString::new(crate::pg::datum::bytes(d)).unwrap_or_default()
     }
     unsafe fn inet(d: pg_sys::Datum) -> CString {
-        let s = crate::append::call(pg_sys::inet_out, &[d]).expect("inet_out returned NULL");
+        let s = crate::pg::datum::call(pg_sys::inet_out, &[d]).expect("inet_out returned NULL");
         std::ffi::CStr::from_ptr(s.cast_mut_ptr()).to_owned()
     }
     unsafe fn json(d: pg_sys::Datum) -> CString {
-        if !crate::event::jsonb_is_object(d) {
+        if !crate::pg::datum::jsonb_is_object(d) {
             raise(RecordError::BadContext("metadata must be a JSON object".into()));
         }
-        crate::event::jsonb_text(d).to_owned()
+        crate::pg::datum::jsonb_text(d).to_owned()
     }
     let settings = [
         (c"audit_ext.context_actor", out(0, text)),

@@ -7,6 +7,8 @@
 use crate::error::raise;
 use crate::event::{self, HASH, HASHED, PREV_HASH, SEQ};
 use crate::hash::{from_hex, to_hex};
+use crate::pg::datum;
+use crate::retention::anchor::{Applied, Dropped};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgMemoryContexts, PgTupleDesc};
@@ -88,33 +90,35 @@ impl Anchors {
 }
 
 fn load_anchors() -> Anchors {
-    let row = Spi::connect(|client| {
+    let events: Vec<(i64, Option<Applied>)> = Spi::connect(|client| {
         client
             .select(
-                "SELECT id, new -> 'anchors' FROM audit.events \
-                 WHERE action = 'retention.applied' AND module = 'retention' ORDER BY id DESC LIMIT 1",
-                Some(1),
+                "SELECT id, new FROM audit.events \
+                 WHERE action = 'retention.applied' AND module = 'retention' ORDER BY id",
+                None,
                 &[],
             )
-            .ok()?
-            .first()
-            .get_two::<i64, JsonB>()
-            .ok()
+            .map(|rows| {
+                rows.filter_map(|r| {
+                    let id = r.get::<i64>(1).ok()??;
+                    Some((id, r.get::<JsonB>(2).ok().flatten().and_then(|j| Applied::parse(j.0))))
+                })
+                .collect()
+            })
+            .unwrap_or_default()
     });
-    let Some((Some(id), list)) = row else { return Anchors::default() };
-    let pieces = load_pieces();
+    let Some((newest, Some(applied))) = events.last() else {
+        return Anchors { event: events.last().map(|e| e.0), by_chain: BTreeMap::new() };
+    };
+    let pieces = load_pieces(&events);
     let mut by_chain: BTreeMap<i32, Vec<Anchor>> = BTreeMap::new();
-    for a in list.and_then(|j| j.0.as_array().cloned()).unwrap_or_default() {
-        let num = |k: &str| a.get(k).and_then(|v| v.as_i64());
-        let hash = a.get("to_hash").and_then(|v| v.as_str()).and_then(from_hex);
-        if let (Some(chain), Some(from), Some(to), Some(hash)) = (num("chain"), num("from_seq"), num("to_seq"), hash) {
-            let chain = chain as i32;
-            let mut anchor = Anchor { from, to, hash, unbacked: None, partitions: vec![] };
-            back(&mut anchor, pieces.get(&chain).map(Vec::as_slice).unwrap_or(&[]));
-            by_chain.entry(chain).or_default().push(anchor);
-        }
+    for a in applied.anchors.iter().flatten() {
+        let Some(hash) = from_hex(&a.to_hash) else { continue };
+        let mut anchor = Anchor { from: a.from_seq, to: a.to_seq, hash, unbacked: None, partitions: vec![] };
+        back(&mut anchor, pieces.get(&a.chain).map(Vec::as_slice).unwrap_or(&[]));
+        by_chain.entry(a.chain).or_default().push(anchor);
     }
-    Anchors { event: Some(id), by_chain }
+    Anchors { event: Some(*newest), by_chain }
 }
 
 /// Whether the pieces cover the anchor's seqs exactly, each without a problem.
@@ -143,67 +147,70 @@ fn back(anchor: &mut Anchor, pieces: &[Piece]) {
 
 /// Every chain's pieces in every partition that a `retention.applied` event dropped, each
 /// checked against `audit.partitions` and the log's retention policies.
-fn load_pieces() -> BTreeMap<i32, Vec<Piece>> {
-    let rows: Vec<(String, i32, i64, i64, Option<String>, JsonB)> = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT x ->> 'partition', (x ->> 'retention_class')::int, \
-                        (extract(epoch FROM (x ->> 'from')::timestamptz) * 1000000)::int8, \
-                        (extract(epoch FROM (x ->> 'to')::timestamptz) * 1000000)::int8, \
-                        CASE WHEN NOT EXISTS (SELECT FROM audit.partitions p WHERE p.name = x ->> 'partition' \
-                                                 AND p.dropped_by = e.id AND p.class = (x ->> 'retention_class')::int \
-                                                 AND p.from_at = (x ->> 'from')::timestamptz \
-                                                 AND p.to_at = (x ->> 'to')::timestamptz) \
-                             THEN format('is not recorded in audit.partitions as dropped by retention.applied event %s', e.id) \
-                             WHEN to_regclass(format('audit.%I', x ->> 'partition')) IS NOT NULL \
-                             THEN 'still exists' \
-                             WHEN x ->> 'keep' IS NULL OR (x ->> 'to')::timestamptz + (x ->> 'keep')::interval > e.at \
-                             THEN format('was not past its retention period when retention.applied event %s dropped it', e.id) \
-                             WHEN (x ->> 'keep')::interval < (SELECT least(interval '365 days', min((s.new ->> 'keep')::interval)) \
-                                                              FROM audit.events s WHERE s.action = 'retention.set' \
-                                                              AND s.module = 'retention' AND s.id < e.id \
-                                                              AND s.new ->> 'keep' <> 'forever') \
-                             THEN format('was dropped under a keep of %s, shorter than any retention policy the log set', x ->> 'keep') \
-                        END, \
-                        x -> 'chains' \
-                 FROM audit.events e, jsonb_array_elements(e.new -> 'partitions') x \
-                 WHERE e.action = 'retention.applied' AND e.module = 'retention'",
-                None,
-                &[],
-            )
-            .map(|rows| {
-                rows.filter_map(|r| {
-                    Some((
-                        r.get::<String>(1).ok()??,
-                        r.get::<i32>(2).ok()??,
-                        r.get::<i64>(3).ok()??,
-                        r.get::<i64>(4).ok()??,
-                        r.get::<String>(5).ok()?,
-                        r.get::<JsonB>(6).ok()??,
-                    ))
-                })
-                .collect()
-            })
-            .unwrap_or_default()
-    });
+fn load_pieces(events: &[(i64, Option<Applied>)]) -> BTreeMap<i32, Vec<Piece>> {
     let mut out: BTreeMap<i32, Vec<Piece>> = BTreeMap::new();
-    for (name, class, _from, _to, problem, chains) in rows {
-        for (chain, c) in chains.0.as_object().cloned().unwrap_or_default() {
-            let (Ok(chain), Some(first), Some(last)) = (
-                chain.parse::<i32>(),
-                c.get("first_seq").and_then(|v| v.as_i64()),
-                c.get("last_seq").and_then(|v| v.as_i64()),
-            ) else {
-                continue;
+    for (id, applied) in events {
+        for d in applied.iter().flat_map(|a| a.partitions.iter()) {
+            let problem = match &d.keep {
+                None => Some(format!("was not past its retention period when retention.applied event {id} dropped it")),
+                Some(keep) => partition_problem(*id, d, keep),
             };
-            let problem = problem.clone().or_else(|| {
-                (chain / crate::chain::CLASS_STRIDE != class)
-                    .then(|| format!("is of retention class {class}, not of chain {chain}'s"))
-            });
-            out.entry(chain).or_default().push(Piece { first, last, name: name.clone(), problem });
+            for (chain, c) in &d.chains {
+                let Ok(chain) = chain.parse::<i32>() else { continue };
+                let problem = problem.clone().or_else(|| {
+                    (chain / crate::chain::CLASS_STRIDE != d.retention_class)
+                        .then(|| format!("is of retention class {}, not of chain {chain}'s", d.retention_class))
+                });
+                out.entry(chain).or_default().push(Piece {
+                    first: c.first_seq,
+                    last: c.last_seq,
+                    name: d.partition.clone(),
+                    problem,
+                });
+            }
         }
     }
     out
+}
+
+/// Why partition `d`, which retention.applied event `id` says it dropped under `keep`, cannot
+/// back an anchor: not recorded in audit.partitions as dropped by that very event (same class
+/// and range), still there, not past that keep at the event's time, or dropped under a keep
+/// shorter than any policy the log ever set.
+fn partition_problem(id: i64, d: &Dropped, keep: &str) -> Option<String> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT CASE WHEN NOT EXISTS (SELECT FROM audit.partitions p WHERE p.name = $1 AND p.dropped_by = $2 \
+                                                 AND p.class = $3 AND p.from_at = $4::timestamptz \
+                                                 AND p.to_at = $5::timestamptz) \
+                             THEN format('is not recorded in audit.partitions as dropped by retention.applied event %s', $2) \
+                             WHEN to_regclass(format('audit.%I', $1)) IS NOT NULL \
+                             THEN 'still exists' \
+                             WHEN $5::timestamptz + $6::interval > (SELECT e.at FROM audit.events e WHERE e.id = $2) \
+                             THEN format('was not past its retention period when retention.applied event %s dropped it', $2) \
+                             WHEN $6::interval < (SELECT least(interval '365 days', min((s.new ->> 'keep')::interval)) \
+                                                  FROM audit.events s WHERE s.action = 'retention.set' \
+                                                  AND s.module = 'retention' AND s.id < $2 \
+                                                  AND s.new ->> 'keep' <> 'forever') \
+                             THEN format('was dropped under a keep of %s, shorter than any retention policy the log set', $6) \
+                        END",
+                Some(1),
+                &[
+                    d.partition.as_str().into(),
+                    id.into(),
+                    d.retention_class.into(),
+                    d.from.as_str().into(),
+                    d.to.as_str().into(),
+                    keep.into(),
+                ],
+            )
+            .ok()?
+            .first()
+            .get_one::<String>()
+            .ok()
+            .flatten()
+    })
 }
 
 /// What verify says of one chain.
@@ -256,142 +263,10 @@ fn verify(
             (Some(chain), r.checked, seq.is_none(), id.flatten(), seq, reason)
         })
         .collect();
-    if let Some(problems) = guard_problems() {
+    if let Some(problems) = crate::guards::problems() {
         out.push((None, 0, false, None, None, Some(format!("guards: {problems}"))));
     }
     TableIterator::new(out)
-}
-
-/// What is wrong with the guards of the log, if anything: a trigger of audit.events (or of one
-/// of its partitions) or an event trigger missing or disabled, a rule or row level security on
-/// audit.events, a tracked table whose capture is not intact, a partition that left other
-/// than through apply_retention. A superuser can switch a guard off (after
-/// disabling the event triggers that refuse it); verify then reports a row with chain NULL,
-/// so that `bool_and(ok)` fails even before any event was touched.
-fn guard_problems() -> Option<String> {
-    read_text(
-        "SELECT string_agg(p, '; ' ORDER BY p) FROM ( \
-           SELECT format('trigger %s on %s is %s', t.name, r.rel, \
-                         CASE WHEN tg.oid IS NULL THEN 'missing' \
-                              WHEN tg.tgfoid <> t.fn THEN format('not %s', t.fn) \
-                              WHEN tg.tgqual IS NOT NULL THEN 'conditional (WHEN ...)' \
-                              WHEN tg.tgenabled = 'D' THEN 'disabled' \
-                              ELSE 'not enabled ALWAYS (session_replication_role = replica skips it)' END) AS p \
-           FROM (SELECT 'audit.events'::regclass AS rel UNION ALL \
-                 SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i \
-                 WHERE i.inhparent = 'audit.events'::regclass) r \
-           CROSS JOIN (VALUES ('zz_chain_event', 'audit.chain_event()'::regprocedure), \
-                              ('append_only', 'audit.refuse_change()'::regprocedure), \
-                              ('zz_alerts', 'audit.evaluate_alerts()'::regprocedure)) t(name, fn) \
-           LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = r.rel AND tg.tgname = t.name \
-           WHERE tg.oid IS NULL OR tg.tgenabled <> 'A' OR tg.tgfoid <> t.fn OR tg.tgqual IS NOT NULL \
-           UNION ALL \
-           SELECT format('event trigger %s is %s', t.name, \
-                         CASE WHEN et.oid IS NULL THEN 'missing' \
-                              WHEN et.evtfoid <> t.fn OR et.evtevent <> t.ev THEN format('not %s on %s', t.fn, t.ev) \
-                              WHEN et.evttags IS NOT NULL THEN 'limited to some commands (WHEN TAG IN ...)' \
-                              WHEN et.evtenabled = 'D' THEN 'disabled' \
-                              ELSE 'not enabled ALWAYS (session_replication_role = replica skips it)' END) \
-           FROM (VALUES ('audit_ext_ddl_command', 'audit.capture_ddl_command()'::regprocedure, 'ddl_command_end'), \
-                        ('audit_ext_ddl_drop', 'audit.capture_ddl_drop()'::regprocedure, 'sql_drop')) t(name, fn, ev) \
-           LEFT JOIN pg_catalog.pg_event_trigger et ON et.evtname = t.name \
-           WHERE et.oid IS NULL OR et.evtenabled <> 'A' OR et.evtfoid <> t.fn OR et.evtevent <> t.ev \
-              OR et.evttags IS NOT NULL \
-           UNION ALL \
-           SELECT format('function %s is no longer audit_ext''s own C function', f.fn) \
-           FROM (VALUES ('audit.chain_event()'::regprocedure), ('audit.refuse_change()'::regprocedure), \
-                        ('audit.evaluate_alerts()'::regprocedure), ('audit.capture_rows()'::regprocedure)) f(fn) \
-           JOIN pg_catalog.pg_proc p ON p.oid = f.fn \
-           WHERE p.prolang <> (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'c') \
-              OR p.probin IS DISTINCT FROM '$libdir/audit_ext' \
-           UNION ALL \
-           SELECT format('rule %s on audit.events', r.rulename) FROM pg_catalog.pg_rewrite r \
-           WHERE r.ev_class = 'audit.events'::regclass \
-           UNION ALL \
-           SELECT 'row level security is enabled on audit.events' FROM pg_catalog.pg_class c \
-           WHERE c.oid = 'audit.events'::regclass AND c.relrowsecurity \
-           UNION ALL \
-           SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl)) \
-           FROM audit.tracked_tables t WHERE NOT t.intact \
-           UNION ALL \
-           SELECT format('partition audit.%s (class %s, %s to %s UTC) is missing: dropped or detached outside \
-                          audit.apply_retention(), its events are gone', p.name, p.class, \
-                         to_char(p.from_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), \
-                         to_char(p.to_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) \
-           FROM audit.partitions p \
-           WHERE p.dropped_at IS NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i \
-               JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
-               WHERE i.inhparent = 'audit.events'::regclass AND c.relname = p.name) \
-           UNION ALL \
-           SELECT format('partition audit.%s is listed in audit.partitions with other bounds than its own (audit.partitions was edited)', \
-                         p.name) \
-           FROM audit.partitions p JOIN pg_catalog.pg_class c ON c.relname = p.name AND c.relnamespace = 'audit'::regnamespace \
-           WHERE p.dropped_at IS NULL AND c.relispartition \
-             AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) IS DISTINCT FROM \
-                 format('FOR VALUES FROM (%s, %L) TO (%s, %L)', p.class, p.from_at, p.class, p.to_at) \
-           UNION ALL \
-           SELECT format('DDL capture is off (audit_ext.capture_ddl = off, set in %s): DDL, GRANT and role changes go unrecorded', \
-                         s.source) \
-           FROM pg_catalog.pg_settings s WHERE s.name = 'audit_ext.capture_ddl' AND s.setting = 'off' \
-           UNION ALL \
-           SELECT format('capture of %s stopped without a capture.untrack event (audit.tracked was edited and its triggers dropped)', \
-                         l.object_name) \
-           FROM (SELECT DISTINCT ON (e.object_name) e.object_name, e.action FROM audit.events e \
-                 WHERE e.module = 'capture' AND e.action IN ('capture.track', 'capture.untrack') \
-                 ORDER BY e.object_name, e.id DESC) l \
-           WHERE l.action = 'capture.track' AND to_regclass(l.object_name) IS NOT NULL \
-             AND NOT EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = to_regclass(l.object_name)) \
-           UNION ALL \
-           SELECT format('capture settings of %s differ from what the log says audit.track() set (audit.tracked was edited)', \
-                         t.table_name) \
-           FROM audit.tracked_tables t \
-           JOIN LATERAL (SELECT e.action, e.new FROM audit.events e WHERE e.module = 'capture' \
-                         AND e.action IN ('capture.track', 'capture.untrack') AND e.object_name = t.table_name \
-                         ORDER BY e.id DESC LIMIT 1) l ON true \
-           WHERE l.action <> 'capture.track' \
-              OR l.new IS DISTINCT FROM jsonb_build_object('operations', t.operations, 'exclude_columns', t.exclude_columns, \
-                                                         'mask_columns', t.mask_columns, 'skip_unchanged', t.skip_unchanged) \
-           UNION ALL \
-           SELECT format('retention policy %s keeps %s, but the log last set it to %s (audit.retention was edited)', \
-                         r.pattern, coalesce(r.keep::text, 'forever'), coalesce(l.keep, 'nothing')) \
-           FROM audit.retention r \
-           LEFT JOIN LATERAL (SELECT e.new ->> 'keep' AS keep FROM audit.events e WHERE e.module = 'retention' \
-                              AND e.action = 'retention.set' AND e.object_id = r.pattern ORDER BY e.id DESC LIMIT 1) l ON true \
-           WHERE CASE WHEN l.keep IS NULL THEN r.pattern <> '*' OR r.keep IS DISTINCT FROM interval '365 days' \
-                      WHEN l.keep = 'forever' THEN r.keep IS NOT NULL \
-                      ELSE r.keep IS DISTINCT FROM l.keep::interval END \
-           UNION ALL \
-           SELECT format('alert %s differs from what the log says audit.create_alert() made (audit.alert_rules was edited)', r.name) \
-           FROM audit.alert_rules r \
-           LEFT JOIN LATERAL (SELECT e.action, e.new FROM audit.events e WHERE e.module = 'alert' \
-                              AND e.action IN ('alert.create', 'alert.drop') AND e.object_id = r.name \
-                              ORDER BY e.id DESC LIMIT 1) l ON true \
-           LEFT JOIN LATERAL (SELECT e.action FROM audit.events e WHERE e.module = 'alert' \
-                              AND e.action IN ('alert.enable', 'alert.disable') AND e.object_id = r.name \
-                              ORDER BY e.id DESC LIMIT 1) en ON true \
-           WHERE l.action IS DISTINCT FROM 'alert.create' \
-              OR (l.new - 'window') IS DISTINCT FROM jsonb_build_object('query', r.query, 'threshold', r.threshold, \
-                                                         'group_by', r.group_by, 'channel', r.channel, 'severity', r.severity) \
-              OR (l.new ->> 'window')::interval IS DISTINCT FROM r.\"window\" \
-              OR r.enabled IS DISTINCT FROM coalesce(en.action = 'alert.enable', true) \
-           UNION ALL \
-           SELECT format('alert %s was removed without an alert.drop event (audit.alert_rules was edited)', l.object_id) \
-           FROM (SELECT DISTINCT ON (e.object_id) e.object_id, e.action FROM audit.events e \
-                 WHERE e.module = 'alert' AND e.action IN ('alert.create', 'alert.drop') ORDER BY e.object_id, e.id DESC) l \
-           WHERE l.action = 'alert.create' AND NOT EXISTS (SELECT FROM audit.alert_rules r WHERE r.name = l.object_id) \
-           UNION ALL \
-           SELECT format('stream %s differs from what the log says audit.stream() made (audit.streams was edited)', st.channel) \
-           FROM audit.streams st \
-           LEFT JOIN LATERAL (SELECT e.action, e.new FROM audit.events e WHERE e.module = 'alert' \
-                              AND e.action IN ('stream.create', 'stream.drop') AND e.object_id = st.channel \
-                              ORDER BY e.id DESC LIMIT 1) l ON true \
-           WHERE l.action IS DISTINCT FROM 'stream.create' OR l.new IS DISTINCT FROM jsonb_build_object('query', st.query)) s",
-    )
-}
-
-/// The first column of the first row of a read-only query (it runs on a hot standby too).
-pub fn read_text(sql: &str) -> Option<String> {
-    Spi::connect(|client| client.select(sql, Some(1), &[]).ok()?.first().get_one::<String>().ok().flatten())
 }
 
 fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError> {
@@ -507,8 +382,8 @@ unsafe fn check_chain(
                 let get = |c: usize| (!isnull[c]).then(|| values[c]);
                 let seq = values[SEQ].value() as i64;
                 let id = values[event::ID].value() as i64;
-                let stored = Link::of(get(HASH).map(|d| event::bytes(d)));
-                let prev = Link::of(get(PREV_HASH).map(|d| event::bytes(d)));
+                let stored = Link::of(get(HASH).map(|d| datum::bytes(d)));
+                let prev = Link::of(get(PREV_HASH).map(|d| datum::bytes(d)));
                 let (mut want_seq, mut want_prev) = match expect.take() {
                     Some(e) => e,
                     None if from.is_none() => (1, Link::Genesis),

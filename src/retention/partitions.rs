@@ -1,49 +1,12 @@
-//! Retention classes and the upkeep of `audit.events`' partitions. The SQL surface
-//! (`set_retention`, `apply_retention`, `ensure_partitions`, `set_tier`) is in
-//! sql/retention.sql; this module holds what runs per event.
-//!
-//! - **Class of an event.** `audit.events` is range-partitioned on `(retention_class, at)`, so
-//!   each class's months can be dropped whole. The class must be known before PostgreSQL
-//!   routes the row (a trigger runs after routing; a default cannot read other columns), so
-//!   every INSERT of audit_ext computes it: `audit.retention_class(action)`, the most specific
-//!   policy's class, from a per-backend cache of `audit.retention` reloaded on a relcache
-//!   invalidation of that table.
-//! - **Partitions ahead.** The chain trigger notices when the partitions of an event's class
-//!   end within one period, and starts a dynamic background worker that creates the next ones
-//!   in its own short transaction. Creating them in the writer's transaction would hold the
-//!   default partition's ACCESS EXCLUSIVE lock (which ATTACH takes) until the writer commits,
-//!   stalling every other writer's chain-head read meanwhile. No scheduler and no
-//!   `shared_preload_libraries` needed.
-//! - **Straight into the partition.** `audit.record` inserts into the partition that holds its
-//!   event ([`partition_for`]) rather than into the parent.
+//! The partitions of audit.events (sql/retention/partitions.sql): which partition holds an
+//! event, and the background worker that creates the next ones ahead of time.
 
-use crate::error::raise;
 use crate::gucs;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-
-#[derive(thiserror::Error, Debug)]
-pub enum RetentionError {
-    #[error("invalid action pattern {0:?}")]
-    BadPattern(String),
-}
-
-/// The SQLSTATE and hint of each error (the table in the README, "Errors").
-impl crate::error::SqlError for RetentionError {
-    fn code(&self) -> pgrx::PgSqlErrorCode {
-        match self {
-            RetentionError::BadPattern(_) => pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        }
-    }
-    fn hint(&self) -> Option<String> {
-        Some(match self {
-            RetentionError::BadPattern(_) => "Use '*', an action name such as 'page.view', or a dotted prefix ending in '.*' such as 'authentication.*'.".into(),
-        })
-    }
-}
 
 /// Why a worker is not started more often than this, per backend: one is enough to catch up.
 const LAUNCH_EVERY_US: i64 = 10_000_000;
@@ -72,67 +35,8 @@ thread_local! {
     /// Bumped whenever PARTS is dropped, so that plans made for a partition are dropped too.
     static PARTS_GENERATION: Cell<u64> = const { Cell::new(0) };
     static EVENTS_REL: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
-    /// (pattern, class), most specific first.
-    static POLICIES: RefCell<Option<Vec<(String, i32)>>> = const { RefCell::new(None) };
-    static POLICY_REL: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
     static NEXT_LAUNCH: Cell<i64> = const { Cell::new(0) };
     static IN_WORKER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// A policy pattern: `*`, an action name, or a dotted prefix ending in `.*`.
-pub fn valid_pattern(p: &str) -> bool {
-    let name = p.strip_suffix(".*").unwrap_or(p);
-    p == "*"
-        || (!name.is_empty()
-            && name.len() <= crate::append::MAX_ACTION_CHARS
-            && !name.contains('*')
-            && !name.chars().any(|c| c.is_whitespace() || c.is_control()))
-}
-
-fn matches(pattern: &str, action: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => action.starts_with(prefix),
-        None => pattern == action,
-    }
-}
-
-/// Most specific first: an exact name, then longer prefixes, then `*`.
-fn specificity(pattern: &str) -> (bool, usize) {
-    (!pattern.ends_with('*'), pattern.len())
-}
-
-/// The class of the most specific policy matching `action`; 0 (the `*` policy) otherwise.
-pub fn class_of(action: &str) -> i32 {
-    POLICIES.with(|p| {
-        let mut p = p.borrow_mut();
-        let list = p.get_or_insert_with(|| unsafe { crate::elevate::with_pinned_path(load_policies) });
-        list.iter().find(|(pat, _)| matches(pat, action)).map(|(_, c)| *c).unwrap_or(0)
-    })
-}
-
-fn load_policies() -> Vec<(String, i32)> {
-    let mut list: Vec<(String, i32)> = Spi::connect(|client| {
-        client
-            .select("SELECT pattern, class FROM audit.retention", None, &[])
-            .map(|rows| rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<i32>(2).ok()??))).collect())
-            .unwrap_or_default()
-    });
-    list.sort_by(|a, b| specificity(&b.0).cmp(&specificity(&a.0)).then(a.0.cmp(&b.0)));
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
-        if ns != pg_sys::InvalidOid {
-            POLICY_REL.set(pg_sys::get_relname_relid(c"retention".as_ptr(), ns));
-        }
-    }
-    list
-}
-
-/// `audit.retention_class(action)`: the retention class an event with this action is stored
-/// under (the class of the most specific policy of `audit.retention_policies`).
-#[pg_extern(stable, strict, parallel_safe)]
-#[search_path(pg_catalog, pg_temp)]
-fn retention_class(action: &str) -> i32 {
-    class_of(action)
 }
 
 /// `audit._partition_period()`: `audit_ext.partition_period` ('day', 'week' or 'month'). A C
@@ -143,38 +47,9 @@ fn partition_period() -> &'static str {
     gucs::PARTITION_PERIOD.get().name()
 }
 
-/// `audit._check_pattern(pattern)`: raises 22023 unless `pattern` is a valid policy pattern.
-#[pg_extern(immutable, strict, parallel_safe, name = "_check_pattern")]
-fn check_pattern(pattern: &str) -> bool {
-    if !valid_pattern(pattern) {
-        raise(RetentionError::BadPattern(pattern.to_string()));
-    }
-    true
-}
-
-/// `audit._retention_changed()`: makes every backend reload the policies (called by
-/// `audit.set_retention` after it changed `audit.retention`).
-#[pg_extern(volatile, parallel_unsafe, name = "_retention_changed")]
-fn retention_changed() {
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
-        if ns != pg_sys::InvalidOid {
-            for t in [c"retention", c"partitions"] {
-                let oid = pg_sys::get_relname_relid(t.as_ptr(), ns);
-                if oid != pg_sys::InvalidOid {
-                    pg_sys::CacheInvalidateRelcacheByRelid(oid);
-                }
-            }
-        }
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// A relcache invalidation of `relid` (InvalidOid: of everything).
+pub(super) fn relcache_changed(relid: pg_sys::Oid) {
     let all = relid == pg_sys::InvalidOid;
-    if all || relid == POLICY_REL.get() {
-        POLICIES.with(|p| p.borrow_mut().take());
-    }
     // a partition attached (the parent's relcache), dropped or moved
     let parts_changed = all
         || relid == EVENTS_REL.get()
@@ -212,7 +87,7 @@ fn with_parts<R>(class: i32, max_age_us: i64, f: impl Fn(&Parts) -> R) -> R {
     if let Some(r) = fresh {
         return r;
     }
-    let list = unsafe { crate::elevate::with_pinned_path(|| load_parts(class)) };
+    let list = unsafe { crate::pg::elevate::with_pinned_path(|| load_parts(class)) };
     let until = list.iter().map(|p| p.to).max().unwrap_or(i64::MIN);
     let parts = Parts { list, until, read_at: now };
     let r = f(&parts);
@@ -312,32 +187,4 @@ pub extern "C-unwind" fn audit_ext_partition_worker(arg: pg_sys::Datum) {
             pgrx::log!("audit_ext partition worker: {e}");
         }
     });
-}
-
-pub fn init() {
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns() {
-        for ok in ["*", "authentication.*", "row.insert", "a.b.*", "VM_POWER_OFF"] {
-            assert!(valid_pattern(ok), "{ok}");
-        }
-        for bad in ["", ".*", "a*", "*.login", "a b", "a.*.*", "a.**"] {
-            assert!(!valid_pattern(bad), "{bad}");
-        }
-        assert!(matches("*", "x"));
-        assert!(matches("row.*", "row.insert"));
-        assert!(!matches("row.*", "rows.insert"));
-        assert!(!matches("row.*", "row"));
-        assert!(matches("row.insert", "row.insert"));
-        assert!(!matches("row.insert", "row.insert2"));
-        let mut v = vec!["*", "a.*", "a.b.*", "a.b.c"];
-        v.sort_by_key(|p| std::cmp::Reverse(specificity(p)));
-        assert_eq!(v, vec!["a.b.c", "a.b.*", "a.*", "*"]);
-    }
 }

@@ -1,0 +1,98 @@
+//! Maintenance: the backend state in which audit_ext's own partition and retention functions
+//! work past the guards (sql/maintenance.sql, sql/retention/). Not a setting: only
+//! `audit._begin_maintenance()`, called inside audit_ext's SECURITY DEFINER functions, enters
+//! it, so no placeholder can be set before the library loads and no session can enter it.
+
+use crate::error::raise;
+use crate::pg::locks;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+#[derive(thiserror::Error, Debug)]
+pub enum MaintenanceError {
+    #[error("audit._begin_maintenance() is internal to audit_ext")]
+    NotInternal,
+}
+
+impl crate::error::SqlError for MaintenanceError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+    }
+    fn hint(&self) -> Option<String> {
+        Some("audit_ext's own retention and partition functions enter maintenance; call those (audit.apply_retention(), audit.ensure_partitions(), ...).".into())
+    }
+}
+
+thread_local! {
+    /// Set by `audit._begin_maintenance()` for the rest of the transaction (or until the
+    /// subtransaction it began in aborts): the subtransaction id it began in.
+    static MAINTENANCE: std::cell::Cell<Option<pg_sys::SubTransactionId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The end of the transaction ends maintenance (called by src/chain.rs's transaction callback).
+pub fn xact_end() {
+    MAINTENANCE.set(None);
+}
+
+/// An aborted subtransaction ends a maintenance begun inside it.
+pub fn subxact_abort(subid: pg_sys::SubTransactionId) {
+    if MAINTENANCE.get().is_some_and(|m| m >= subid) {
+        MAINTENANCE.set(None);
+    }
+}
+
+/// Whether this transaction is in audit_ext's maintenance (retention, partition upkeep): the
+/// one state in which the guards let partitions be created, attached, dropped and events be
+/// moved out of the default partition. Not a setting: only [`begin_maintenance`] enters it.
+pub fn active() -> bool {
+    MAINTENANCE.get().is_some()
+}
+
+/// `audit._begin_maintenance()`: one maintenance at a time (waits for the maintenance lock,
+/// as bounded by lock_timeout), and the guards stand aside for audit_ext's own partition work
+/// until the transaction ends or `audit._end_maintenance()`. Only from inside a SECURITY
+/// DEFINER function run by the extension's owner (audit_ext's retention and partition
+/// functions): a session calling it directly, a superuser's included, is refused.
+#[pg_extern(volatile, parallel_unsafe, name = "_begin_maintenance")]
+#[search_path(pg_catalog, pg_temp)]
+fn begin_maintenance() {
+    unsafe {
+        let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+        if sec & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 == 0 || user != crate::pg::elevate::extension_owner() {
+            raise(MaintenanceError::NotInternal);
+        }
+        locks::maintenance(true);
+        if MAINTENANCE.get().is_none() {
+            MAINTENANCE.set(Some(pg_sys::GetCurrentSubTransactionId()));
+        }
+    }
+}
+
+/// `audit._try_maintenance()`: like `_begin_maintenance()` without waiting; false when
+/// another maintenance is running (the partition worker then has nothing to do).
+#[pg_extern(volatile, parallel_unsafe, name = "_try_maintenance")]
+#[search_path(pg_catalog, pg_temp)]
+fn try_maintenance() -> bool {
+    unsafe {
+        let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+        if user != crate::pg::elevate::extension_owner() && !pg_sys::superuser() {
+            raise(MaintenanceError::NotInternal);
+        }
+        locks::maintenance(false)
+    }
+}
+
+/// `audit._end_maintenance()`: the guards apply again (the lock is kept to the end of the
+/// transaction).
+#[pg_extern(volatile, parallel_unsafe, name = "_end_maintenance")]
+fn end_maintenance() {
+    MAINTENANCE.set(None);
+}
+
+/// `audit._in_maintenance()`: for the guards in SQL (sql/guards.sql, sql/capture/ddl.sql).
+#[pg_extern(stable, parallel_safe, name = "_in_maintenance")]
+fn in_maintenance_sql() -> bool {
+    active()
+}
