@@ -23,15 +23,16 @@ CLUSTER := tests/tools/cluster.sh
 # as root, cargo pgrx writes into the system PostgreSQL directly; otherwise through sudo
 SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
 
-.PHONY: help deps build install lint unit regress regress-preload dates integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
+.PHONY: help deps build install installcheck lint unit regress regress-preload dates integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
 
 help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
 	@echo "make build        cargo build --release"
 	@echo "make install      install the extension into the system PostgreSQL 15"
-	@echo "make lint         cargo fmt --check and cargo clippy -D warnings"
+	@echo "make lint         cargo fmt --check, cargo clippy -D warnings, tests/tools/lint_rules.py (SQLSTATEs in README, no import circle)"
 	@echo "make unit         #[pg_test] unit tests (cargo pgrx test pg15)"
 	@echo "make regress      pg_regress tests in tests/pg_regress (cluster 'test', port $(TEST_PORT))"
+	@echo "make installcheck the same against an installed, running server (PGHOST, PGPORT, PGUSER; default the local one)"
 	@echo "make regress-preload  the same with shared_preload_libraries = 'audit_ext' (cluster 'preload', port $(PRELOAD_PORT))"
 	@echo "make dates        the clock-dependent regress tests with the server's clock at month/year ends and a leap day (libfaketime)"
 	@echo "make integration  tests/integration/t_*.sh (cluster 'test', port $(TEST_PORT))"
@@ -60,14 +61,20 @@ install: deps
 lint: deps
 	cargo fmt --check
 	cargo clippy --release --features pg15 -- -D warnings
-	@echo "2 passed, 0 failed"
+	tests/tools/lint_rules.py
+	@echo "3 passed, 0 failed"
 
 unit: deps
 	tests/tools/unit.sh
 
 regress: install
 	@$(CLUSTER) start test $(TEST_PORT)
-	tests/tools/regress.sh test
+	eval "$$($(CLUSTER) env test)" && $(MAKE) installcheck
+
+# the regress suite against an installed, running server (PGHOST, PGPORT, PGUSER), as PGXS
+# extensions have it; `make regress` runs it against the test cluster
+installcheck:
+	tests/tools/regress.sh --server
 
 regress-preload: install
 	@CLUSTER_OPTS="shared_preload_libraries='audit_ext'" $(CLUSTER) start preload $(PRELOAD_PORT)

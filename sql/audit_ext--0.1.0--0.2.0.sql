@@ -444,6 +444,64 @@ BEGIN
 END
 $$;
 
+-- an impossible case raises XX000 with a hint (README "Errors")
+CREATE OR REPLACE FUNCTION audit._ensure_partitions(ahead interval, settle boolean DEFAULT false) RETURNS SETOF text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
+    SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    period text := audit._partition_period();
+    cls integer;
+    t timestamptz;
+    r record;
+    created text[] := '{}';
+    rounds integer := 0;
+BEGIN
+    PERFORM audit._begin_maintenance();
+    IF settle AND EXISTS (SELECT FROM ONLY audit.events_default) THEN
+        PERFORM audit._lock('ONLY audit.events', 'SHARE');
+    ELSE
+        settle := false;
+    END IF;
+    -- No writer may add rows to the default partition while partitions are attached.
+    PERFORM audit._lock('audit.events_default', 'ACCESS EXCLUSIVE');
+    FOR cls IN SELECT c.class FROM audit.retention c ORDER BY c.class LOOP
+        t := audit._period_start(now(), period);
+        WHILE t <= now() + ahead LOOP
+            SELECT * INTO r FROM audit._free_range(cls, t, period);
+            IF r.lo IS NULL THEN -- t is in a partition: go on from its end
+                t := (SELECT p.to_at FROM audit.partitions p
+                      WHERE p.class = cls AND p.dropped_at IS NULL AND p.from_at <= t AND t < p.to_at);
+                CONTINUE;
+            END IF;
+            IF NOT settle AND EXISTS (SELECT FROM ONLY audit.events_default d
+                                      WHERE d.retention_class = cls AND d.at >= r.lo AND d.at < r.hi) THEN
+                t := r.hi;   -- events are arriving there: see above
+                CONTINUE;
+            END IF;
+            created := created || audit._create_partition(cls, r.lo, r.hi);
+            t := r.hi;
+        END LOOP;
+    END LOOP;
+    -- events waiting in the default partition, oldest first, until none is left
+    WHILE settle AND rounds < 10000 LOOP
+        rounds := rounds + 1;
+        SELECT d.retention_class, d.at INTO cls, t FROM ONLY audit.events_default d ORDER BY d.at LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        SELECT * INTO r FROM audit._free_range(cls, t, period);
+        IF r.lo IS NULL THEN
+            -- cannot be: ATTACH moved nothing into a partition that holds it
+            RAISE EXCEPTION USING ERRCODE = 'XX000',
+                MESSAGE = format('audit_ext: event at %s of class %s is in the default partition, but a partition holds that time', t, cls),
+                HINT = 'This is a bug in audit_ext; nothing was moved.';
+        END IF;
+        created := created || audit._create_partition(cls, r.lo, r.hi);
+    END LOOP;
+    RETURN QUERY SELECT unnest(created);
+END
+$$;
+
 -- privileges as a fresh install has them (sql/finalize.sql)
 REVOKE ALL ON FUNCTION audit._own_action(text, text), audit._retention_applied(jsonb, bigint, jsonb, text),
                        audit._guard_triggers(), audit._guard_event_triggers(), audit._guard_problems() FROM PUBLIC;

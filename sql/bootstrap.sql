@@ -55,7 +55,7 @@ ALTER SEQUENCE audit.events_id_seq OWNED BY audit.events.id;
 
 -- One partition per retention class and period (audit_ext.partition_period, UTC), named
 -- events_<class>_<yyyymmdd of its start>, created ahead of need by audit_ext itself
--- (src/retention.rs, audit._ensure_partitions). An event whose class and time have no
+-- (src/retention/partitions.rs, audit._ensure_partitions). An event whose class and time have no
 -- partition yet lands here and is moved into its own partition when that is created.
 -- A partitioned table cannot have unique constraints without its partition key: id and
 -- (chain, seq) are unique by construction (one sequence, one chain tail), and verify reports

@@ -1,7 +1,7 @@
 -- audit_ext: recording events (src/record.rs). audit.record and audit.set_context are C
 -- functions declared here because their arguments must stay raw datums (see src/record.rs).
 
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.record(
     action      text,

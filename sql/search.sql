@@ -1,5 +1,5 @@
 -- audit_ext: audit.search (src/search.rs translates the query language of
--- docs/query-language.md, src/query.rs, into SQL).
+-- docs/query-language.md, crates/audit_core/src/query/, into SQL).
 
 -- Events matching a query, newest first; page with after_id (the last id of a page).
 CREATE FUNCTION audit.search(query text, limit_rows integer DEFAULT 100, after_id bigint DEFAULT NULL)

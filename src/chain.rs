@@ -24,7 +24,7 @@ use std::ffi::c_void;
 
 /// Chains of retention class k are k × CLASS_STRIDE + n.
 pub const CLASS_STRIDE: i32 = 1000;
-/// n of the chain that audit_ext's retention functions record on (sql/retention.sql): never
+/// n of the chain that audit_ext's retention functions record on (sql/retention/): never
 /// one a writer holds, so that they cannot deadlock with writers (measured: apply_retention
 /// holding a writer's chain while waiting for the table lock that writer held).
 pub const MAINTENANCE_CHAIN: i32 = 999;

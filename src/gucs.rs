@@ -63,7 +63,7 @@ impl PartitionPeriod {
 }
 
 /// Whether a writer may start the background worker that creates partitions ahead of need
-/// (src/retention.rs). Off: partitions come only from `audit.ensure_partitions()` (say from
+/// (src/retention/partitions.rs). Off: partitions come only from `audit.ensure_partitions()` (say from
 /// cron) and `apply_retention`; events without a partition wait in the default partition.
 /// Superuser-only: the worker runs as the bootstrap superuser.
 pub static PARTITION_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);

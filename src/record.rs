@@ -1,6 +1,6 @@
 //! `audit.record(...)` and `audit.set_context(...)`.
 //!
-//! Both are plain fmgr functions declared in sql/api.sql rather than `#[pg_extern]`s: their
+//! Both are plain fmgr functions declared in sql/record.sql rather than `#[pg_extern]`s: their
 //! jsonb arguments must reach the table as the caller's datums. A serde round trip would cost
 //! two conversions per argument and turn `12345678901234567890.5` into a float.
 //! All validation, context and chaining happens in the insert trigger (append.rs), so a
@@ -122,7 +122,7 @@ finfo_v1!(pg_finfo_audit_record);
 
 /// `audit.record(action, object_type, ..., metadata) returns bigint`: the new event's id.
 ///
-/// Elevated entry point (SECURITY DEFINER in sql/api.sql, path pinned): follows the rule of
+/// Elevated entry point (SECURITY DEFINER in sql/record.sql, path pinned): follows the rule of
 /// src/pg/elevate.rs. Its one statement is a kept, schema-qualified INSERT whose values are the
 /// caller's datums as typed parameters; nothing of the caller's is resolved or run.
 #[no_mangle]

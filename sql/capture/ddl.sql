@@ -5,7 +5,7 @@
 -- triggers call) stay on. The event triggers themselves are made in sql/guards.sql.
 
 -- ddl_command_end: one event per object a command created or altered.
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.capture_ddl_command() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -61,7 +61,7 @@ $$;
 -- sql_drop: one event per object a DROP (or ALTER ... DROP) removed by name; a dropped
 -- tracked table is untracked (capture.untrack); dropping the triggers or rules of
 -- audit.events or a capture trigger of a tracked table is refused (42501).
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.capture_ddl_drop() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -3,8 +3,8 @@
 -- The statement-level trigger that audit.track() puts on a table, once per operation.
 -- Not SECURITY DEFINER: it builds the row images as the role whose statement fired it (so
 -- that the column types' output functions and casts never run with elevated rights), then
--- inserts them into audit.events as the extension's owner itself (src/capture.rs,
--- src/elevate.rs); whoever writes the table needs no privilege on audit.events.
+-- inserts them into audit.events as the extension's owner itself (src/capture/rows.rs,
+-- src/pg/elevate.rs); whoever writes the table needs no privilege on audit.events.
 CREATE FUNCTION audit.capture_rows() RETURNS trigger
     LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'audit_capture_rows';
@@ -166,9 +166,9 @@ BEGIN
 END
 $$;
 
--- The work of audit.track(), run as the extension's owner by audit.track() (src/capture.rs)
+-- The work of audit.track(), run as the extension's owner by audit.track() (src/capture/rows.rs)
 -- once it checked that its caller may read the table. Executable by the owner only.
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit._track(
     tbl             regclass,
@@ -274,7 +274,7 @@ CREATE FUNCTION audit.track(
     AS 'MODULE_PATHNAME', 'audit_track';
 COMMENT ON FUNCTION audit.track IS 'Starts (or changes) capture of the row changes of a table.';
 
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.untrack(tbl regclass) RETURNS boolean
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE

@@ -1,7 +1,7 @@
 -- audit_ext: apply_retention, which drops the partitions past their policies and leaves
 -- anchors that keep every chain verifiable (README "Retention", src/retention/anchor.rs).
 
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.apply_retention(dry_run boolean DEFAULT false, archive_dir text DEFAULT NULL)
 RETURNS TABLE (partition text, retention_class integer, from_at timestamptz, to_at timestamptz,

@@ -123,7 +123,7 @@ $$;
 -- partition a partition of its own, moving it there. For that it first takes audit.events
 -- (ONLY the parent) in SHARE mode: writers that route through it wait for this transaction,
 -- and then route to the new partition.
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit._ensure_partitions(ahead interval, settle boolean DEFAULT false) RETURNS SETOF text
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -172,7 +172,9 @@ BEGIN
         SELECT * INTO r FROM audit._free_range(cls, t, period);
         IF r.lo IS NULL THEN
             -- cannot be: ATTACH moved nothing into a partition that holds it
-            RAISE EXCEPTION 'audit_ext: event at % of class % is in the default partition, but a partition holds that time', t, cls;
+            RAISE EXCEPTION USING ERRCODE = 'XX000',
+                MESSAGE = format('audit_ext: event at %s of class %s is in the default partition, but a partition holds that time', t, cls),
+                HINT = 'This is a bug in audit_ext; nothing was moved.';
         END IF;
         created := created || audit._create_partition(cls, r.lo, r.hi);
     END LOOP;
@@ -180,7 +182,7 @@ BEGIN
 END
 $$;
 
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.ensure_partitions(ahead interval DEFAULT interval '3 months')
 RETURNS TABLE (partition text, retention_class integer, from_at timestamptz, to_at timestamptz)

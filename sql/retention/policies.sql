@@ -29,7 +29,7 @@ BEGIN
 END
 $$;
 
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.set_retention(keep interval, action_pattern text DEFAULT '*')
 RETURNS TABLE (pattern text, kept_for interval, retention_class integer)

@@ -3,7 +3,7 @@
 -- Moves every partition entirely older than a tier's older_than to that tier's tablespace
 -- (the oldest tier that applies), table and indexes. Partitions stay where they are when a
 -- tier is removed.
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit._apply_tiers() RETURNS TABLE (partition text, tablespace name)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -37,7 +37,7 @@ BEGIN
 END
 $$;
 
--- Elevated entry point (SECURITY DEFINER): it follows the rule of src/elevate.rs, no code a caller
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.set_tier(older_than interval, tablespace name)
 RETURNS TABLE (partition text, moved_to name)

@@ -168,7 +168,7 @@ finfo_v1!(pg_finfo_audit_track);
 /// `audit.track(tbl, exclude_columns, mask_columns, operations, skip_unchanged)`: checks, for
 /// the real caller, that it may read the table (SELECT on it or membership in its owner, and
 /// USAGE on its schema): tracking copies the table's rows into the log, which the caller's
-/// readers then see. Then runs `audit._track(...)` (sql/capture_rows.sql, executable by the
+/// readers then see. Then runs `audit._track(...)` (sql/capture/rows.sql, executable by the
 /// extension's owner only) as the owner. A C function, not SECURITY DEFINER, because only
 /// before the switch is the caller known.
 #[no_mangle]

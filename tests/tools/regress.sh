@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run every tests/pg_regress/sql/*.sql (sorted by name) with PostgreSQL's own pg_regress
-# against the running cluster NAME (default: test), in a freshly re-created database.
+# against the running cluster NAME (default: test), or with --server against whatever server
+# PGHOST, PGPORT and PGUSER name (`make installcheck`, as PGXS extensions have it: the
+# extension must be installed there, and the role a superuser), in a freshly re-created database.
 # `cargo pgrx regress` is not used: it refuses to work as root in pgrx 0.18.
-#   usage: regress.sh [NAME]    env: REGRESS_DIR (input dir), REGRESS_DB, PG_REGRESS
+#   usage: regress.sh [NAME | --server]    env: REGRESS_DIR (input dir), REGRESS_DB, PG_REGRESS
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -11,7 +13,11 @@ PG_REGRESS=${PG_REGRESS:-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_reg
 DIR=${REGRESS_DIR:-$ROOT/tests/pg_regress}
 DB=${REGRESS_DB:-audit_regress}
 
-eval "$("$ROOT/tests/tools/cluster.sh" env "${1:-test}")"
+if [ "${1:-}" = --server ]; then
+  export PGHOST=${PGHOST:-/var/run/postgresql} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+else
+  eval "$("$ROOT/tests/tools/cluster.sh" env "${1:-test}")"
+fi
 
 shopt -s nullglob
 tests=()
@@ -31,7 +37,7 @@ for t in "${tests[@]}"; do
 done
 rm -rf "$DIR/results" "$DIR/regression.diffs" "$DIR/regression.out"
 if "$PG_REGRESS" --use-existing --bindir="$PGBIN" --host="$PGHOST" --port="$PGPORT" \
-     --user=postgres --inputdir="$DIR" --outputdir="$DIR" --dbname="$DB" "${tests[@]}"; then
+     --user="${PGUSER:-postgres}" --inputdir="$DIR" --outputdir="$DIR" --dbname="$DB" "${tests[@]}"; then
   exit 0
 fi
 if [ -s "$DIR/regression.diffs" ]; then
