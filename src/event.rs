@@ -1,7 +1,7 @@
 //! The columns of `audit.events` that are hashed, in canonical order, and how each
 //! PostgreSQL datum is reduced to the bytes the hash sees.
 
-use crate::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
+use audit_core::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
 use pgrx::pg_sys;
 use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 use pgrx::PgTupleDesc;

@@ -1,7 +1,9 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
 //! This file is glue: the SQL surface lives in `record`, `verify`, `diff`, `capture`, `search`
-//! `alerts` and `retention` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`, `hash`,
-//! `spi` (kept plans) and `query` (the search language), settings in `gucs`, errors in `error`.
+//! `alerts` and `retention` (with sql/*.sql), the guards in `append`, internals in `chain`, `event`
+//! and `spi` (kept plans), settings in `gucs`, errors in `error`.
+//! The code with no PostgreSQL in it is the `audit_core` crate (crates/audit_core): the hash
+//! encoding (`audit_core::hash`) and the search language (`audit_core::query`).
 
 use pgrx::prelude::*;
 
@@ -26,8 +28,6 @@ mod elevate;
 mod error;
 mod event;
 mod gucs;
-mod hash;
-mod query;
 mod record;
 mod retention;
 mod search;

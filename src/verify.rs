@@ -6,7 +6,7 @@
 
 use crate::error::raise;
 use crate::event::{self, HASH, HASHED, PREV_HASH, SEQ};
-use crate::hash::{from_hex, to_hex};
+use audit_core::hash::{from_hex, to_hex};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgMemoryContexts, PgTupleDesc};
