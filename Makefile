@@ -29,8 +29,8 @@ help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
 	@echo "make build        cargo build --release"
 	@echo "make install      install the extension into the system PostgreSQL 15"
-	@echo "make lint         cargo fmt --check and cargo clippy -D warnings"
-	@echo "make unit         #[pg_test] unit tests (cargo pgrx test pg15)"
+	@echo "make lint         cargo fmt --all --check and cargo clippy -D warnings (audit_ext, audit_core)"
+	@echo "make unit         cargo test -p audit_core, then the #[pg_test] unit tests (cargo pgrx test pg15)"
 	@echo "make regress      pg_regress tests in tests/pg_regress (cluster 'test', port $(TEST_PORT))"
 	@echo "make regress-preload  the same with shared_preload_libraries = 'audit_ext' (cluster 'preload', port $(PRELOAD_PORT))"
 	@echo "make dates        the clock-dependent regress tests with the server's clock at month/year ends and a leap day (libfaketime)"
@@ -54,9 +54,10 @@ install: deps
 	cargo pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG)
 
 lint: deps
-	cargo fmt --check
+	cargo fmt --all --check
 	cargo clippy --release --features pg15 -- -D warnings
-	@echo "2 passed, 0 failed"
+	cargo clippy -p audit_core --all-targets -- -D warnings
+	@echo "3 passed, 0 failed"
 
 unit: deps
 	tests/tools/unit.sh
