@@ -29,8 +29,8 @@ help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
 	@echo "make build        cargo build --release"
 	@echo "make install      install the extension into the system PostgreSQL 15"
-	@echo "make lint         cargo fmt --check, cargo clippy -D warnings, tests/tools/lint_rules.py (SQLSTATEs in README, no import circle)"
-	@echo "make unit         #[pg_test] unit tests (cargo pgrx test pg15)"
+	@echo "make lint         cargo fmt --all --check, cargo clippy -D warnings (audit_ext, audit_core), tests/tools/lint_rules.py (SQLSTATEs in README, no import circle)"
+	@echo "make unit         cargo test -p audit_core, then the #[pg_test] unit tests (cargo pgrx test pg15)"
 	@echo "make regress      pg_regress tests in tests/pg_regress (cluster 'test', port $(TEST_PORT))"
 	@echo "make installcheck the same against an installed, running server (PGHOST, PGPORT, PGUSER; default the local one)"
 	@echo "make regress-preload  the same with shared_preload_libraries = 'audit_ext' (cluster 'preload', port $(PRELOAD_PORT))"
@@ -59,10 +59,11 @@ install: deps
 	$(if $(SUDO_FLAG),sudo) install -m 644 $$(ls sql/audit_ext--*.sql | grep -vE -- '--.+--') "$$($(PG_CONFIG) --sharedir)/extension/"
 
 lint: deps
-	cargo fmt --check
+	cargo fmt --all --check
 	cargo clippy --release --features pg15 -- -D warnings
+	cargo clippy -p audit_core --all-targets -- -D warnings
 	tests/tools/lint_rules.py
-	@echo "3 passed, 0 failed"
+	@echo "4 passed, 0 failed"
 
 unit: deps
 	tests/tools/unit.sh

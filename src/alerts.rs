@@ -13,7 +13,7 @@
 use crate::event::{self, COLUMNS};
 use crate::pg::datum::{self, text as text_datum};
 use crate::pg::spi;
-use crate::query::{self, Doc, EventView, Field, Query};
+use audit_core::query::{self, Doc, EventView, Field, Query};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, OnceCell, RefCell};
@@ -270,7 +270,7 @@ impl EventView for TupleEvent {
         self.str(c)
     }
     fn at_micros(&self) -> i64 {
-        self.at() + crate::hash::PG_EPOCH_OFFSET_US
+        self.at() + audit_core::hash::PG_EPOCH_OFFSET_US
     }
     fn now_micros(&self) -> i64 {
         self.now
@@ -354,7 +354,7 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
         attno,
         ip: OnceCell::new(),
         docs: Default::default(),
-        now: pg_sys::GetCurrentTimestamp() + crate::hash::PG_EPOCH_OFFSET_US,
+        now: pg_sys::GetCurrentTimestamp() + audit_core::hash::PG_EPOCH_OFFSET_US,
     };
     pg_sys::heap_deform_tuple((*td).tg_trigtuple, desc, ev.values.as_mut_ptr(), ev.nulls.as_mut_ptr());
 

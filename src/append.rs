@@ -7,6 +7,7 @@ use crate::error::raise;
 use crate::event::{self, COLUMNS};
 use crate::pg::datum::{self, bytea, call, concat, jsonb, text};
 use crate::{chain, gucs, vocab};
+use audit_core::hash::PG_EPOCH_OFFSET_US;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTupleDesc};
 use std::cell::RefCell;
@@ -164,7 +165,7 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     // microseconds since 1970 no longer fit the 8 bytes of the hash encoding, so that times
     // would share one (docs/hash-format.md), and partition arithmetic in microseconds
     // overflows months before that
-    if at == i64::MAX || at == i64::MIN || at >= MAX_AT || at.checked_add(crate::hash::PG_EPOCH_OFFSET_US).is_none() {
+    if at == i64::MAX || at == i64::MIN || at >= MAX_AT || at.checked_add(PG_EPOCH_OFFSET_US).is_none() {
         return Err(AppendError::BadTimestamp);
     }
 

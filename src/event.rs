@@ -1,8 +1,8 @@
 //! The columns of `audit.events` that are hashed, in canonical order, and how each
 //! PostgreSQL datum is reduced to the bytes the hash sees.
 
-use crate::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
 use crate::pg::datum::{bytes, jsonb_text};
+use audit_core::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
 use pgrx::pg_sys;
 use pgrx::PgTupleDesc;
 

@@ -1,6 +1,7 @@
 //! audit_ext: a tamper-evident, hash-chained, append-only audit trail for PostgreSQL.
 //! This file is glue: each feature is a module with the SQL file of the same name (README
-//! "Where things are"); `pg` is the raw PostgreSQL layer.
+//! "Where things are"); `pg` is the raw PostgreSQL layer. The code with no PostgreSQL in it is
+//! the `audit_core` crate (crates/audit_core): the hash encoding and the search language.
 
 use pgrx::prelude::*;
 
@@ -35,9 +36,7 @@ mod chain;
 mod error;
 mod event;
 mod gucs;
-mod hash;
 mod pg;
-mod query;
 mod vocab;
 
 #[cfg(any(test, feature = "pg_test"))]

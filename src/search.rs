@@ -1,11 +1,11 @@
-//! `audit.search(...)` and `audit.explain_query(...)`: the query language of `query.rs`
+//! `audit.search(...)` and `audit.explain_query(...)`: the query language of `audit_core::query`
 //! (grammar in docs/query-language.md) turned into parameterised SQL over `audit.events`.
 //!
 //! The translator emits SQL text built only from a fixed vocabulary (column names from a
 //! whitelist, operators, casts) and `$1[n]` references; every value the user wrote travels in
 //! the one `text[]` parameter `$1`. sql/search.sql runs it with `EXECUTE ... USING`.
 
-use crate::query;
+use audit_core::query;
 use pgrx::prelude::*;
 
 /// `{condition, param 1, param 2, ...}` for `query`: one array, so that PL/pgSQL evaluates the
@@ -29,4 +29,16 @@ fn explain_query(query: &str) -> String {
         t.sql,
         params.join(", ")
     )
+}
+
+/// The SQLSTATE and hint of each error (the table in the README, "Errors").
+impl crate::error::SqlError for query::QueryError {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        pgrx::PgSqlErrorCode::ERRCODE_SYNTAX_ERROR
+    }
+    fn hint(&self) -> Option<String> {
+        Some(
+            "See docs/query-language.md, e.g. 'action:authentication.login AND status:failure AND at:>now-24h'.".into(),
+        )
+    }
 }

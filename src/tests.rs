@@ -1,9 +1,9 @@
 //! `#[pg_test]` units: encoding, validation, hashing. Each runs in a transaction that is
-//! rolled back; commits, concurrency and crashes are in tests/integration.
+//! rolled back; commits, concurrency and crashes are in tests/integration. The pure encoder's
+//! tests are plain `#[test]`s in crates/audit_core.
 
 #[pgrx::pg_schema]
 mod tests {
-    use crate::hash::{self, Value};
     use pgrx::prelude::*;
 
     const VECTOR_1: &str = "5874c3a55d8b053c1c2a459d5b77eebdf03381a9f05f4b0ac56be5ae809632b6";
@@ -19,46 +19,6 @@ mod tests {
 
     fn hex(sql: &str) -> String {
         Spi::get_one::<String>(sql).unwrap().unwrap()
-    }
-
-    /// The pure encoder, fed by hand, gives the documented vector 2.
-    #[pg_test]
-    fn encoder_matches_vector_2() {
-        let at = 946_684_800_000_000i64; // 2000-01-01 in Unix microseconds
-        let addr: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        let fields = [
-            Value::Int8(1),
-            Value::Timestamp(at),
-            Value::Int4(0),
-            Value::Int8(1),
-            Value::Bytes(b"postgres"),
-            Value::Inet { family: 6, bits: 64, addr: &addr },
-            Value::Null,
-            Value::Null,
-            Value::Bytes(b"authentication.login"),
-            Value::Bytes(b"failure"),
-            Value::Bytes(b"warning"),
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Bytes(b"{}"),
-            Value::Int8(1),
-            Value::Null,
-        ];
-        assert_eq!(hash::to_hex(&hash::hash_fields(&fields)), VECTOR_2);
-    }
-
-    /// A NULL and an empty string, or two fields swapping bytes, never encode alike.
-    #[pg_test]
-    fn encoding_is_unambiguous() {
-        let h = |f: &[Value]| hash::hash_fields(f);
-        assert_ne!(h(&[Value::Null]), h(&[Value::Bytes(b"")]));
-        assert_ne!(h(&[Value::Bytes(b"ab"), Value::Bytes(b"c")]), h(&[Value::Bytes(b"a"), Value::Bytes(b"bc")]));
-        assert_ne!(h(&[Value::Int4(1)]), h(&[Value::Int8(1)]));
     }
 
     /// Datums are reduced to the documented bytes whatever the session's settings.
@@ -291,12 +251,5 @@ mod tests {
     #[pg_test(error = "invalid action pattern \"*.login\"")]
     fn bad_retention_pattern_is_refused() {
         Spi::run("select audit.set_retention('1 day', '*.login')").unwrap();
-    }
-
-    #[pg_test]
-    fn hex_round_trip() {
-        assert_eq!(hash::from_hex(&hash::to_hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
-        assert_eq!(hash::from_hex("abc"), None);
-        assert_eq!(hash::from_hex("zz"), None);
     }
 }

@@ -6,9 +6,9 @@
 
 use crate::error::raise;
 use crate::event::{self, HASH, HASHED, PREV_HASH, SEQ};
-use crate::hash::{from_hex, to_hex};
 use crate::pg::datum;
 use crate::retention::anchor::{Applied, Dropped};
+use audit_core::hash::{from_hex, to_hex};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgMemoryContexts, PgTupleDesc};

@@ -120,7 +120,7 @@ fn load_parts(class: i32) -> Vec<Part> {
             })
             .unwrap_or_default()
     });
-    let off = crate::hash::PG_EPOCH_OFFSET_US;
+    let off = audit_core::hash::PG_EPOCH_OFFSET_US;
     rows.into_iter()
         .map(|(oid, from, to)| Part { from: from - off, to: to - off, relid: pg_sys::Oid::from(oid as u32) })
         .collect()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the #[pg_test] unit tests: `cargo pgrx test pg15` against the system PostgreSQL 15.
+# Run the unit tests: first the plain `cargo test -p audit_core` (the hash encoding and the query
+# language, no PostgreSQL), then the #[pg_test]s: `cargo pgrx test pg15` against the system PostgreSQL 15.
 # pgrx initdb's a fresh cluster per run in <unit home>/15-<pid>, so the server runs as
 # `postgres` when we are root (initdb refuses root), as ourselves otherwise. --runas makes
 # pgrx call `sudo -u USER` (initdb, pg_ctl) and `cargo pgrx install --sudo`: sudo is needed.
@@ -31,6 +32,8 @@ cleanup() { # stop and remove clusters of finished runs (dir 15-PID, PID = the t
 cleanup
 if [ "${1:-}" = --clean ]; then rmdir "$dir" 2>/dev/null || true; exit 0; fi
 rc=0
+# (its "test result: ok. N passed; 0 failed" lines are counted by test_all.sh; a failure fails the layer)
+cargo test -p audit_core || rc=$?
 cargo pgrx test pg15 --runas "$runas" --pgdata "$dir" "$@" || rc=$?
 cleanup
 exit "$rc"
