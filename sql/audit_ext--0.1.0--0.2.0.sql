@@ -1,6 +1,6 @@
 -- audit_ext 0.1.0 -> 0.2.0 (ALTER EXTENSION audit_ext UPDATE). Written once and frozen with the
 -- release, like sql/audit_ext--0.1.0.sql: later changes go into a script of their own.
--- What changed (CHANGELOG.md): the event vocabulary, the guard lists and the retention.applied
+-- What changed (CHANGELOG.md): the event vocabulary (with the severities), the guard lists and the retention.applied
 -- format each got one owner (src/vocab.rs, sql/guards.sql, src/retention/anchor.rs).
 \echo Use "ALTER EXTENSION audit_ext UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -502,8 +502,64 @@ BEGIN
 END
 $$;
 
+-- src/vocab.rs owns the severities: audit.create_alert checks them there
+CREATE FUNCTION audit."_check_severity"(
+	"severity" TEXT, /* Option < & str > */
+	"caller" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_severity_wrapper';
+
+CREATE OR REPLACE FUNCTION audit.create_alert(
+    name      text,
+    query     text,
+    threshold integer  DEFAULT 1,
+    "window"  interval DEFAULT '5 minutes',
+    group_by  text     DEFAULT NULL,
+    channel   text     DEFAULT 'audit_alert',
+    severity  text     DEFAULT 'high'
+) RETURNS void
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z0-9_.:-]{1,63}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('audit.create_alert(): invalid name %L', name),
+            HINT = 'Use 1 to 63 letters, digits, and _ . : -';
+    ELSIF query IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.create_alert(): query is NULL',
+            HINT = 'Pass a query such as ''action:authentication.login AND status:failure''.';
+    ELSIF threshold IS NULL OR threshold < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('audit.create_alert(): threshold must be at least 1, not %s', coalesce(threshold::text, 'NULL')),
+            HINT = 'The alert fires when this many matching events fall within the window.';
+    ELSIF "window" IS NULL OR "window" <= interval '0' OR "window" > interval '366 days' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('audit.create_alert(): window must be positive and at most 366 days, not %s', coalesce("window"::text, 'NULL')),
+            HINT = 'For example ''5 minutes''.';
+    ELSIF channel IS NULL OR octet_length(channel) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'audit.create_alert(): channel must be 1 to 63 bytes',
+            HINT = 'Listeners run LISTEN with this name; the default is audit_alert.';
+    -- (raises 22023 itself: the list of severities is src/vocab.rs's)
+    ELSIF NOT audit._check_severity(severity, 'audit.create_alert()') THEN
+        NULL;
+    ELSIF EXISTS (SELECT FROM audit.alert_rules r WHERE r.name = create_alert.name) THEN
+        RAISE EXCEPTION USING ERRCODE = '42710', MESSAGE = format('alert %L already exists', name),
+            HINT = 'Drop it first with audit.drop_alert(), or pick another name.';
+    END IF;
+    PERFORM audit._check_alert(query, group_by);
+    -- stored as the column it names (aliases such as 'user' or ' Actor ' resolved)
+    group_by := audit._group_name(group_by);
+    INSERT INTO audit.alert_rules (name, query, threshold, "window", group_by, channel, severity)
+    VALUES (name, query, threshold, "window", group_by, channel, severity);
+    PERFORM audit._rules_changed();
+    PERFORM audit._event('alert.create', 'alert', 'alert', name, name, NULL,
+                         jsonb_build_object('query', query, 'threshold', threshold, 'window', "window"::text,
+                                            'group_by', group_by, 'channel', channel, 'severity', severity));
+END
+$$;
+
 -- privileges as a fresh install has them (sql/finalize.sql)
-REVOKE ALL ON FUNCTION audit._own_action(text, text), audit._retention_applied(jsonb, bigint, jsonb, text),
+REVOKE ALL ON FUNCTION audit._own_action(text, text), audit._check_severity(text, text), audit._retention_applied(jsonb, bigint, jsonb, text),
                        audit._guard_triggers(), audit._guard_event_triggers(), audit._guard_problems() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers()
     TO audit_reader;

@@ -22,7 +22,7 @@ pub enum AppendError {
     #[error("column \"{column}\" of audit.events is assigned by audit_ext and cannot be supplied")]
     Generated { column: &'static str },
     #[error("invalid {field}: {problem}")]
-    Invalid { field: &'static str, problem: String, fix: &'static str },
+    Invalid { field: &'static str, problem: String, fix: String },
     #[error("invalid metadata: it must be a JSON object")]
     MetadataNotObject,
     #[error("invalid at: an audit event needs a finite time before 10000-01-01 00:00:00 UTC")]
@@ -60,7 +60,7 @@ impl crate::error::SqlError for AppendError {
         use AppendError::*;
         Some(match self {
             Generated { .. } => "Leave id, chain, seq, txid, prev_hash and hash out of the INSERT: the extension assigns them. Restoring a dump? Run pg_restore as a superuser with PGOPTIONS='-c audit_ext.restore=on'.".into(),
-            Invalid { fix, .. } => fix.to_string(),
+            Invalid { fix, .. } => fix.clone(),
             MetadataNotObject => "Pass a JSON object, e.g. '{\"request_id\": \"r1\"}'::jsonb.".into(),
             BadTimestamp => "Leave \"at\" out of the INSERT so that it defaults to clock_timestamp().".into(),
             TooLarge { .. } => "Store large documents elsewhere and record a reference, or raise audit_ext.max_event_bytes (superuser).".into(),
@@ -362,7 +362,7 @@ unsafe fn internal_insert() -> bool {
 
 unsafe fn validate(row: &Row) -> Result<(), AppendError> {
     let action = row.text(event::ACTION);
-    let invalid = |problem: String, fix| Err(AppendError::Invalid { field: "action", problem, fix });
+    let invalid = |problem: String, fix: &str| Err(AppendError::Invalid { field: "action", problem, fix: fix.into() });
     match action.as_deref() {
         None => {
             return invalid("it is NULL".into(), "Name what happened, e.g. 'authentication.login' or 'VM_POWER_OFF'.")
@@ -384,7 +384,7 @@ unsafe fn validate(row: &Row) -> Result<(), AppendError> {
         }
         _ => {}
     }
-    let one_of = |c: usize, field: &'static str, allowed: &[&str], fix: &'static str| match row.text(c) {
+    let one_of = |c: usize, field: &'static str, allowed: &[&str]| match row.text(c) {
         Some(v) if allowed.contains(&v.as_ref()) => Ok(()),
         v => Err(AppendError::Invalid {
             field,
@@ -392,11 +392,11 @@ unsafe fn validate(row: &Row) -> Result<(), AppendError> {
                 Some(v) => format!("{v:?} is not one of {}", allowed.join(", ")),
                 None => "it is NULL".into(),
             },
-            fix,
+            fix: vocab::one_of_hint(allowed),
         }),
     };
-    one_of(event::STATUS, "status", &vocab::STATUSES, "Use success, failure or denied.")?;
-    one_of(event::SEVERITY, "severity", &vocab::SEVERITIES, "Use debug, info, notice, warning, high or critical.")
+    one_of(event::STATUS, "status", &vocab::STATUSES)?;
+    one_of(event::SEVERITY, "severity", &vocab::SEVERITIES)
 }
 
 /// Attribute positions of our columns in `rel`, checked against the live tuple descriptor so

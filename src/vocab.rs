@@ -86,6 +86,47 @@ fn join_and(mut items: Vec<String>) -> String {
     }
 }
 
+/// `Use a, b or c.`: the hint for a value that must be one of `values`.
+pub fn one_of_hint(values: &[&str]) -> String {
+    let mut items: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    let last = items.pop().unwrap_or_default();
+    if items.is_empty() {
+        format!("Use {last}.")
+    } else {
+        format!("Use {} or {last}.", items.join(", "))
+    }
+}
+
+#[derive(thiserror::Error, Debug)]
+#[error("{caller}: invalid severity {quoted}")]
+pub struct BadSeverity {
+    caller: String,
+    quoted: String,
+}
+
+impl crate::error::SqlError for BadSeverity {
+    fn code(&self) -> pgrx::PgSqlErrorCode {
+        pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+    }
+    fn hint(&self) -> Option<String> {
+        Some(one_of_hint(&SEVERITIES))
+    }
+}
+
+/// `audit._check_severity(severity, caller)`: true when `severity` is one of [`SEVERITIES`],
+/// else 22023 naming `caller`. The SQL functions that take a severity (`audit.create_alert`)
+/// check it here, so that the list has one owner.
+#[pg_extern(immutable, parallel_safe, name = "_check_severity")]
+fn check_severity(severity: Option<&str>, caller: &str) -> bool {
+    match severity {
+        Some(s) if SEVERITIES.contains(&s) => true,
+        other => raise(BadSeverity {
+            caller: caller.into(),
+            quoted: other.map_or("NULL".into(), crate::pg::datum::quote_literal),
+        }),
+    }
+}
+
 #[derive(thiserror::Error, Debug)]
 #[error("audit_ext tried to record action \"{action}\" under module \"{module}\", which src/vocab.rs does not list")]
 pub struct NotInVocabulary {
@@ -131,5 +172,7 @@ mod tests {
         }
         assert!(own("ddl.create_table", "ddl") && own("ddl.drop_view", "ddl") && !own("ddl.", "ddl"));
         assert!(own("row.insert", "capture") && !own("row.insert", "ddl") && !own("row.inserted", "capture"));
+        assert_eq!(one_of_hint(&STATUSES), "Use success, failure or denied.");
+        assert_eq!(one_of_hint(&SEVERITIES), "Use debug, info, notice, warning, high or critical.");
     }
 }

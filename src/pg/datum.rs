@@ -162,3 +162,13 @@ unsafe fn container_deeper(c: *const u8, level: usize, limit: usize) -> bool {
     }
     false
 }
+
+/// `s` as an SQL literal, quoted as `format('%L')` and `quote_literal()` quote it (`'it''s'`,
+/// `E'a\\b'` when it holds a backslash): for messages that name a value the caller gave.
+pub fn quote_literal(s: &str) -> String {
+    // (text cannot hold NUL: a NUL would only come from Rust, so cut there)
+    let c = std::ffi::CString::new(s.split('\0').next().unwrap_or_default()).unwrap_or_default();
+    // SAFETY: quote_literal_cstr reads a NUL-terminated string and returns a palloc'd one,
+    // which is copied before the memory context can go.
+    unsafe { CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())).to_string_lossy().into_owned() }
+}

@@ -72,3 +72,15 @@ SELECT try($$ SELECT audit.record('doc.deep', old => ('{"x": [1, {"y": ' || repe
 SELECT audit.record('doc.deep', new => (repeat('[', 100) || repeat(']', 100))::jsonb) IS NOT NULL AS depth_100_recorded;
 SELECT audit.diff(NULL, new) IS NOT NULL AS depth_100_diffs FROM audit.events WHERE action = 'doc.deep';
 SELECT count(*) AS depth_100_found FROM audit.search('action:doc.deep');
+
+-- The severities have one owner (src/vocab.rs): audit.create_alert checks them there.
+SELECT try($$ SELECT audit.create_alert('sev_check', 'action:a.*', severity => 'fatal') $$);
+SELECT try($$ SELECT audit.create_alert('sev_check', 'action:a.*', severity => 'it''s') $$);
+SELECT try($$ SELECT audit.create_alert('sev_check', 'action:a.*', severity => NULL) $$);
+-- Internal owners refuse what they do not describe (a bug of audit_ext would be XX000, not
+-- silently recorded): an event name src/vocab.rs does not list, a retention.applied key
+-- src/retention/anchor.rs does not know.
+SELECT try($$ SELECT audit._event('row.inserted', 'capture', 'table', NULL, 'x') $$);
+SELECT try($$ SELECT audit._event('alert.fired', 'capture', 'table', NULL, 'x') $$);
+SELECT try($$ SELECT audit._retention_applied('[]', 0, '[{"chain": 1, "from_seq": 1, "to_seq": 2, "to_hash": "00", "extra": 1}]', NULL) $$);
+SELECT audit._retention_applied('[]', 0, NULL, NULL) AS applied_without_anchors;
