@@ -401,7 +401,7 @@ fn cut(s: Option<&str>) -> serde_json::Value {
 fn stream_payload(ev: &TupleEvent) -> String {
     serde_json::json!({
         "id": ev.id(),
-        "at": iso_utc(ev.at_micros()),
+        "at": event::iso_utc(ev.at_micros()),
         "chain": ev.int(Field::Chain),
         "seq": ev.int(Field::Seq),
         "actor": cut(ev.text(Field::Actor)),
@@ -415,23 +415,6 @@ fn stream_payload(ev: &TupleEvent) -> String {
         "object_name": cut(ev.text(Field::ObjectName)),
     })
     .to_string()
-}
-
-/// `2026-11-26T05:02:31.123456Z` from microseconds since 1970 (proleptic Gregorian, UTC).
-fn iso_utc(us: i64) -> String {
-    let (days, rem) = (us.div_euclid(86_400_000_000), us.rem_euclid(86_400_000_000));
-    // civil_from_days (H. Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let secs = rem / 1_000_000;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z", secs / 3600, secs / 60 % 60, secs % 60, rem % 1_000_000)
 }
 
 unsafe fn notify(channel: &CStr, payload: &str) {
@@ -530,7 +513,7 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         "first_id": first_id,
         "last_id": last_id,
         "event_id": ev.id(),
-        "at": iso_utc(ev.at_micros()),
+        "at": event::iso_utc(ev.at_micros()),
     })
     .to_string();
     notify(&rule.channel, &payload);

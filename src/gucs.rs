@@ -68,6 +68,11 @@ impl PartitionPeriod {
 /// Superuser-only: the worker runs as the bootstrap superuser.
 pub static PARTITION_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Mirror every committed event into the server log as one `AUDIT:` line (src/mirror.rs), so
+/// that existing log shipping (syslog, csvlog, jsonlog) receives it. In postgresql.conf (or
+/// ALTER SYSTEM), applied on reload: no session can switch it off for itself.
+pub static LOG_EVENTS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Whether DDL, role and row capture are on now: on, and not restoring a dump.
 pub fn capturing_ddl() -> bool {
     CAPTURE_DDL.get() && !restoring()
@@ -154,6 +159,14 @@ pub fn init() {
         c"Off: partitions come only from audit.ensure_partitions() and audit.apply_retention().",
         &PARTITION_WORKER,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"audit_ext.log_events",
+        c"Also write every committed audit event to the server log, one AUDIT: line each.",
+        c"key=value form (README \"Mirror into the server log\"); for log shipping to syslog or a SIEM. Set in postgresql.conf or with ALTER SYSTEM.",
+        &LOG_EVENTS,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     let ctx = |name, short, setting| {

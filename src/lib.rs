@@ -23,6 +23,7 @@ mod capture;
 mod diff;
 mod guards;
 mod maintenance;
+mod mirror;
 mod record;
 mod retention;
 mod search;
@@ -106,6 +107,7 @@ pub extern "C-unwind" fn _PG_init() {
     chain::init();
     capture::init();
     alerts::init();
+    mirror::init();
     retention::init();
 }
 

@@ -57,6 +57,16 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
                 "utility hook records CREATE/ALTER/DROP ROLE and GRANT/REVOKE role".to_string()
             },
         ),
+        (
+            "log_mirror".to_string(),
+            gucs::LOG_EVENTS.get(),
+            if gucs::LOG_EVENTS.get() {
+                "every committed event is also an AUDIT: line in the server log (audit_ext.log_events)"
+            } else {
+                "off: set audit_ext.log_events = on in postgresql.conf (or ALTER SYSTEM) and reload to mirror events into the server log"
+            }
+            .to_string(),
+        ),
     ];
     TableIterator::new(rows)
 }

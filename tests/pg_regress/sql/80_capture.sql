@@ -192,6 +192,7 @@ SELECT table_name FROM audit.tracked_tables ORDER BY 1;
 -- (role capture is active exactly when the library is preloaded: the suite runs both ways)
 SELECT feature, CASE WHEN feature = 'role_capture'
                      THEN active = (current_setting('shared_preload_libraries') ~ 'audit_ext')
+                     WHEN feature = 'log_mirror' THEN active = (current_setting('audit_ext.log_events') = 'on')
                      ELSE active END AS as_expected
 FROM audit.status() ORDER BY 1;
 
