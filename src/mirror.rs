@@ -118,7 +118,7 @@ fn flush() {
     let lines = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     for (_, line) in lines {
         // LOG: reaches the server log whatever log_min_messages, never the client
-        pgrx::ereport!(pgrx::PgLogLevel::LOG, pgrx::PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, line);
+        pgrx::log!("{line}");
     }
 }
 
