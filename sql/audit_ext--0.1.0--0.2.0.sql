@@ -1,7 +1,8 @@
 -- audit_ext 0.1.0 -> 0.2.0 (ALTER EXTENSION audit_ext UPDATE). Written once and frozen with the
 -- release, like sql/audit_ext--0.1.0.sql: later changes go into a script of their own.
 -- What changed (CHANGELOG.md): the event vocabulary (with the severities), the guard lists and the retention.applied
--- format each got one owner (src/vocab.rs, sql/guards.sql, src/retention/anchor.rs).
+-- format each got one owner (src/vocab.rs, sql/guards.sql, src/retention/anchor.rs); audit.export and the
+-- auditor's views are new.
 \echo Use "ALTER EXTENSION audit_ext UPDATE TO '0.2.0'" to load this file. \quit
 
 -- src/vocab.rs: every event audit_ext records itself must be in its vocabulary
@@ -558,8 +559,153 @@ BEGIN
 END
 $$;
 
+-- audit.export (sql/export.sql, src/export.rs)
+CREATE FUNCTION audit."_export_header"(
+	"format" TEXT /* & str */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'export_header_wrapper';
+
+-- One event as a line of kv, csv, cef or rfc5424.
+CREATE FUNCTION audit._export_line(format text, e audit.events) RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'audit_export_line';
+
+-- The events matching query (the search language; NULL: all) with since <= at < until, one
+-- line each in id order, in one of the formats of README "Export". Runs as the caller, whose
+-- own privileges on audit.events apply (audit_reader may). RETURN QUERY keeps the lines in a
+-- tuplestore that spills to disk past work_mem: memory stays flat for any number of events.
+CREATE FUNCTION audit.export(format text, query text DEFAULT NULL, since timestamptz DEFAULT NULL,
+                             until timestamptz DEFAULT NULL)
+RETURNS SETOF text
+    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text[] := ARRAY['true'];
+    header text;
+BEGIN
+    IF format IS NULL OR format NOT IN ('jsonl', 'csv', 'cef', 'rfc5424', 'kv') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit.export(): unknown format %s', coalesce(quote_literal(format), 'NULL')),
+            HINT = 'Use jsonl, csv, cef, rfc5424 or kv.';
+    END IF;
+    IF since > until THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit.export(): since (%s) is after until (%s)', since, until),
+            HINT = 'since is inclusive, until exclusive: pass since <= until.';
+    END IF;
+    IF query IS NOT NULL THEN
+        t := audit._translate(query);
+    END IF;
+    header := audit._export_header(format);
+    IF header IS NOT NULL THEN
+        RETURN NEXT header;
+    END IF;
+    -- t[1] is built by the translator from column names, operators and $1[n] only; the
+    -- values are t[2:] (as in audit.search)
+    RETURN QUERY EXECUTE
+        'SELECT ' || CASE WHEN format = 'jsonl' THEN 'audit.export_json(e)::text' ELSE 'audit._export_line($4, e)' END
+        || ' FROM audit.events e WHERE (' || t[1] || ')'
+           ' AND ($2::timestamptz IS NULL OR e.at >= $2) AND ($3::timestamptz IS NULL OR e.at < $3) ORDER BY e.id'
+        USING t[2:], since, until, format;
+END
+$$;
+COMMENT ON FUNCTION audit.export IS 'Events matching a query and time range as lines of jsonl, csv, cef, rfc5424 or kv (README "Export").';
+
+-- the auditor's views (sql/views.sql)
+-- The last 24 hours, newest first, with the columns an auditor reads.
+--   select * from audit.recent limit 20;
+CREATE VIEW audit.recent WITH (security_invoker = true) AS
+SELECT e.id, e.at, e.actor, e.actor_ip, e.action, e.status, e.severity, e.module, e.object_type,
+       e.object_id, e.object_name, e.message
+FROM audit.events e
+WHERE e.at > now() - interval '24 hours'
+ORDER BY e.id DESC;
+COMMENT ON VIEW audit.recent IS 'Events of the last 24 hours, newest first.';
+
+-- What a security team looks at first, each event with its kind: failed and denied
+-- authentications and actions, permission and role changes, changes of audit_ext's own
+-- settings (capture, retention, alerts, streams, server settings), alerts fired, retention
+-- applied; and, as rows with id NULL, what is wrong with the guards of the log now
+-- (audit._guard_problems(), the guards row of audit.verify()).
+CREATE VIEW audit.security_events WITH (security_invoker = true) AS
+SELECT e.id, e.at,
+       CASE WHEN e.action LIKE 'authentication.%' AND e.status <> 'success' THEN 'failed_authentication'
+            WHEN e.status = 'denied' THEN 'denied'
+            WHEN e.status = 'failure' THEN 'failed'
+            WHEN e.action LIKE 'permission.%' THEN 'permission_change'
+            WHEN e.action LIKE 'role.%' THEN 'role_change'
+            WHEN e.action = 'alert.fired' THEN 'alert_fired'
+            WHEN e.action = 'retention.applied' THEN 'retention_applied'
+            ELSE 'audit_setting_change' END AS kind,
+       e.actor, e.actor_ip, e.action, e.status, e.severity, e.object_type, e.object_id, e.object_name, e.message
+FROM audit.events e
+WHERE (e.action LIKE 'authentication.%' AND e.status <> 'success')
+   OR e.status IN ('denied', 'failure')
+   OR e.action LIKE 'permission.%' OR e.action LIKE 'role.%'
+   OR e.action LIKE 'setting.%'
+   OR (e.module IN ('capture', 'retention', 'alert')
+       AND e.action IN ('capture.track', 'capture.untrack', 'retention.set', 'retention.tier', 'retention.applied',
+                        'alert.create', 'alert.drop', 'alert.enable', 'alert.disable', 'alert.fired',
+                        'stream.create', 'stream.drop'))
+UNION ALL
+SELECT NULL::bigint, now(), 'guard_problem', NULL, NULL, 'audit.guards', 'failure', 'critical', NULL, NULL, NULL, g.problem
+FROM unnest(string_to_array(audit._guard_problems(), '; ')) g(problem);
+COMMENT ON VIEW audit.security_events IS 'Failed and denied actions, permission, role and audit setting changes, alerts, retention, guard problems.';
+
+-- NetEye's "My changes": the changes (events with old and/or new properties) made in the
+-- caller's sessions: recorded under its login role (the actor audit_ext records is the
+-- session user, whatever SET ROLE says), or asserted for an end user by a session of its
+-- role (metadata.db_user).
+CREATE VIEW audit.my_changes WITH (security_invoker = true) AS
+SELECT e.id, e.at, e.action, e.status, e.module, e.object_type, e.object_id, e.object_name, e.old, e.new,
+       audit.diff(e.old, e.new) AS diff
+FROM audit.events e
+WHERE (e.old IS NOT NULL OR e.new IS NOT NULL)
+  AND (e.actor = session_user OR e.metadata ->> 'db_user' = session_user)
+ORDER BY e.id DESC;
+COMMENT ON VIEW audit.my_changes IS 'Changes made in sessions of the current login role, newest first.';
+
+-- How many events, grouped by one of action, actor, object_type, status, module, severity or
+-- day (UTC), with since <= at < until (NULL: open), most first.
+CREATE FUNCTION audit.summary(since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, by text DEFAULT 'action')
+RETURNS TABLE (key text, count bigint)
+    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expr text := CASE by WHEN 'day' THEN 'to_char(e.at AT TIME ZONE ''UTC'', ''YYYY-MM-DD'')'
+                         WHEN 'action' THEN 'e.action' WHEN 'actor' THEN 'e.actor'
+                         WHEN 'object_type' THEN 'e.object_type' WHEN 'status' THEN 'e.status'
+                         WHEN 'module' THEN 'e.module' WHEN 'severity' THEN 'e.severity' END;
+BEGIN
+    IF expr IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit.summary(): cannot group by %s', coalesce(quote_literal(by), 'NULL')),
+            HINT = 'Group by action, actor, object_type, status, module, severity or day.';
+    END IF;
+    RETURN QUERY EXECUTE
+        'SELECT ' || expr || '::text, count(*) FROM audit.events e'
+        ' WHERE ($1::timestamptz IS NULL OR e.at >= $1) AND ($2::timestamptz IS NULL OR e.at < $2)'
+        ' GROUP BY 1 ORDER BY 2 DESC, 1'
+        USING since, until;
+END
+$$;
+COMMENT ON FUNCTION audit.summary IS 'Event counts by action, actor, object_type, status, module, severity or day.';
+
 -- privileges as a fresh install has them (sql/finalize.sql)
 REVOKE ALL ON FUNCTION audit._own_action(text, text), audit._check_severity(text, text), audit._retention_applied(jsonb, bigint, jsonb, text),
-                       audit._guard_triggers(), audit._guard_event_triggers(), audit._guard_problems() FROM PUBLIC;
+                       audit._guard_triggers(), audit._guard_event_triggers(), audit._guard_problems(),
+                       audit._export_header(text), audit._export_line(text, audit.events),
+                       audit.export(text, text, timestamptz, timestamptz),
+                       audit.summary(timestamptz, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON audit.recent, audit.security_events, audit.my_changes FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers()
     TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
+                          audit._export_header(text)
+    TO audit_reader;
+GRANT SELECT ON audit.recent, audit.security_events, audit.my_changes TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.summary(timestamptz, timestamptz, text) TO audit_reader;

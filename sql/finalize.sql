@@ -45,6 +45,9 @@ GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audi
     TO audit_reader;
 
 GRANT SELECT ON audit.changes TO audit_reader;
+-- the auditor's views (sql/views.sql)
+GRANT SELECT ON audit.recent, audit.security_events, audit.my_changes TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.summary(timestamptz, timestamptz, text) TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
                           audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb) TO audit_reader;
 
@@ -64,6 +67,9 @@ GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(r
 
 GRANT EXECUTE ON FUNCTION audit.search(text, integer, bigint), audit._translate(text),
                           audit.explain_query(text)
+    TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
+                          audit._export_header(text)
     TO audit_reader;
 GRANT SELECT ON audit.alerts TO audit_reader;
 

@@ -200,7 +200,7 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     }
     row.set(event::HASH, bytea(&hash));
     if crate::mirror::enabled() {
-        crate::mirror::stage(|c| row.get(c), &hash);
+        crate::mirror::stage(|c| row.get(c));
     }
     let tuple = pg_sys::heap_form_tuple(desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
     chain::advance(class, seq, hash);

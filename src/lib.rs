@@ -21,6 +21,7 @@ macro_rules! finfo_v1 {
 mod alerts;
 mod capture;
 mod diff;
+mod export;
 mod guards;
 mod maintenance;
 mod mirror;
@@ -64,6 +65,11 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/search.sql", name = "search", requires = ["record", search::translate]);
 extension_sql_file!(
+    "../sql/export.sql",
+    name = "export",
+    requires = ["verify", search::translate, export::export_header]
+);
+extension_sql_file!(
     "../sql/alerts.sql",
     name = "alerts",
     requires = ["record", alerts::check_alert, alerts::rules_changed, alerts::group_name]
@@ -73,6 +79,7 @@ extension_sql_file!(
     name = "guards",
     requires = ["capture_ddl", "alerts", append::chain_event, guards::refuse_change]
 );
+extension_sql_file!("../sql/views.sql", name = "views", requires = ["guards", "diff"]);
 extension_sql_file!(
     "../sql/maintenance.sql",
     name = "maintenance",

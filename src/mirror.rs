@@ -9,21 +9,12 @@
 //! transaction's lines are written at PREPARE TRANSACTION (its commit happens in another
 //! session). Restored events (audit_ext.restore) are not new and are not mirrored.
 //!
-//! Format: `key=value` pairs separated by one space, in a fixed order; a NULL field is left
-//! out. A value is written bare when it is non-empty and made only of letters, digits and
-//! `. _ : / @ + -`; otherwise in double quotes, with `\` and `"` escaped by a backslash,
-//! newline, carriage return and tab as `\n`, `\r`, `\t`, other control characters as `\xNN`.
-//! A value over 2,000 bytes is cut at a character boundary and marked `truncated=true`.
+//! Format: `AUDIT: ` and the `kv` line of `audit.export` (`audit_core::export::kv`, the one
+//! owner of the format, README "Export").
 
-use crate::event;
-use crate::pg::datum;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::c_void;
-use std::fmt::Write;
-
-/// Longest value written whole (a syslog line is often cut at 8 KB; the hash identifies the event).
-const MAX_VALUE_BYTES: usize = 2000;
 
 thread_local! {
     /// (subtransaction that chained the event, its line), in chain order.
@@ -35,83 +26,15 @@ pub fn enabled() -> bool {
     crate::gucs::LOG_EVENTS.get()
 }
 
-/// Holds the line of one event just chained, until its transaction commits. `get` reads a
-/// column of the event (by the index of `event::COLUMNS`), `hash` is its hash.
+/// Holds the line of one event just chained (its hash already set), until its transaction
+/// commits. `get` reads a column of the event (by the index of `event::COLUMNS`).
 ///
 /// # Safety
 /// The datums `get` returns must be of the types `event::COLUMNS` gives.
-pub unsafe fn stage(get: impl Fn(usize) -> Option<pg_sys::Datum>, hash: &[u8; 32]) {
-    let mut line = String::from("AUDIT:");
-    let mut cut = false;
-    let int = |c: usize| get(c).map(|d| (d.value() as i64).to_string());
-    let text = |c: usize| get(c).map(|d| String::from_utf8_lossy(datum::bytes(d)).into_owned());
-    let fields: [(&str, Option<String>); 16] = [
-        ("id", int(event::ID)),
-        ("chain", get(event::CHAIN).map(|d| (d.value() as i32).to_string())),
-        ("seq", int(event::SEQ)),
-        ("at", get(event::AT).map(|d| event::iso_utc(d.value() as i64 + audit_core::hash::PG_EPOCH_OFFSET_US))),
-        ("action", text(event::ACTION)),
-        ("status", text(event::STATUS)),
-        ("severity", text(event::SEVERITY)),
-        ("actor", text(event::ACTOR)),
-        (
-            "actor_ip",
-            get(event::ACTOR_IP)
-                .and_then(|d| datum::call(pg_sys::inet_out, &[d]))
-                .map(|d| std::ffi::CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned()),
-        ),
-        ("session_id", text(event::SESSION_ID)),
-        ("application", text(event::APPLICATION)),
-        ("module", text(event::MODULE)),
-        ("object_type", text(event::OBJECT_TYPE)),
-        ("object_id", text(event::OBJECT_ID)),
-        ("object_name", text(event::OBJECT_NAME)),
-        ("message", text(event::MESSAGE)),
-    ];
-    for (key, value) in fields {
-        if let Some(v) = value {
-            line.push(' ');
-            line.push_str(key);
-            line.push('=');
-            cut |= push_value(&mut line, &v);
-        }
-    }
-    let _ = write!(line, " hash={}", audit_core::hash::to_hex(hash));
-    if cut {
-        line.push_str(" truncated=true");
-    }
+pub unsafe fn stage(get: impl Fn(usize) -> Option<pg_sys::Datum>) {
+    let line = format!("AUDIT: {}", audit_core::export::kv(&crate::export::event_text(&get)));
     let sub = pg_sys::GetCurrentSubTransactionId();
     PENDING.with(|p| p.borrow_mut().push((sub, line)));
-}
-
-/// Appends `v` as documented above; true when it was cut.
-fn push_value(out: &mut String, v: &str) -> bool {
-    let mut end = v.len().min(MAX_VALUE_BYTES);
-    while !v.is_char_boundary(end) {
-        end -= 1;
-    }
-    let part = &v[..end];
-    let bare = !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "._:/@+-".contains(c));
-    if bare {
-        out.push_str(part);
-    } else {
-        out.push('"');
-        for c in part.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if c.is_control() => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-    end < v.len()
 }
 
 fn flush() {
@@ -152,28 +75,5 @@ pub fn init() {
     unsafe {
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_value;
-
-    #[test]
-    fn values_are_bare_or_quoted_and_escaped() {
-        let q = |v: &str| {
-            let mut s = String::new();
-            let cut = push_value(&mut s, v);
-            (s, cut)
-        };
-        assert_eq!(q("order.update"), ("order.update".into(), false));
-        assert_eq!(q("ann@example.com"), ("ann@example.com".into(), false));
-        assert_eq!(q(""), ("\"\"".into(), false));
-        assert_eq!(q("a b"), ("\"a b\"".into(), false));
-        assert_eq!(q("say \"hi\"\\\n"), ("\"say \\\"hi\\\"\\\\\\n\"".into(), false));
-        assert_eq!(q("x=1 id=2"), ("\"x=1 id=2\"".into(), false));
-        assert_eq!(q("\u{1}"), ("\"\\x01\"".into(), false));
-        let (s, cut) = q(&"é".repeat(1500));
-        assert!(cut && s.len() <= 2002 && s.starts_with('"') && s.ends_with('"'));
     }
 }

@@ -11,7 +11,7 @@ use crate::retention::anchor::{Applied, Dropped};
 use audit_core::hash::{from_hex, to_hex};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgMemoryContexts, PgTupleDesc};
+use pgrx::{JsonB, PgMemoryContexts};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 
@@ -660,20 +660,6 @@ finfo_v1!(pg_finfo_audit_hash_event);
 #[pg_guard]
 pub unsafe extern "C-unwind" fn audit_hash_event(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let arg = (*fcinfo).args.as_slice(1)[0].value;
-    let header = pg_sys::pg_detoast_datum(arg.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
-    let typid = (*header).t_choice.t_datum.datum_typeid;
-    let typmod = (*header).t_choice.t_datum.datum_typmod;
-    let desc = pg_sys::lookup_rowtype_tupdesc(typid, typmod);
-    let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
-    tuple.t_len = pgrx::varlena::varsize(header as *const pg_sys::varlena) as u32;
-    tuple.t_data = header;
-    let natts = (*desc).natts as usize;
-    let mut values = vec![pg_sys::Datum::from(0); natts];
-    let mut nulls = vec![false; natts];
-    pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-    let attno = event::attnos(&PgTupleDesc::from_pg_unchecked(desc));
-    pg_sys::DecrTupleDescRefCount(desc);
-    let attno = attno.unwrap_or_else(|| pgrx::error!("audit.hash_event() needs a row of audit.events"));
-    let (hash, _) = event::hash_datums(|c| (!nulls[attno[c]]).then(|| values[attno[c]]));
+    let hash = crate::pg::row::with_event_row(arg, "audit.hash_event()", |get| event::hash_datums(get).0);
     pg_sys::Datum::from(pgrx::varlena::rust_byte_slice_to_bytea(&hash).into_pg())
 }

@@ -32,6 +32,17 @@ if [ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx $PGRX_VERSION" ]; then
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
+# Published parsers the export tests read audit_ext's output with (tests/integration/t_88_export.sh),
+# kept beside the checkout (.pylib/, git-ignored) rather than in the system's Python.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PY_PKGS=(syslog-rfc5424-parser==0.3.2)
+if ! PYTHONPATH="$ROOT/.pylib" python3 -c 'import syslog_rfc5424_parser' 2>/dev/null; then
+  echo "deps: pip install --target .pylib ${PY_PKGS[*]}"
+  python3 -m pip install -q --disable-pip-version-check --target "$ROOT/.pylib" "${PY_PKGS[@]}" 2>&1 | grep -v "^WARNING: Running pip as" || true
+  PYTHONPATH="$ROOT/.pylib" python3 -c 'import syslog_rfc5424_parser' \
+    || { echo "deps: could not install ${PY_PKGS[*]} from PyPI" >&2; exit 1; }
+fi
+
 PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
 if ! grep -qx "pg15 = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml" 2>/dev/null; then
   echo "deps: cargo pgrx init --pg15 $PG_CONFIG"

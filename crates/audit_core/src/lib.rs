@@ -3,5 +3,6 @@
 //! matching). Kept out of the pgrx crate so that nothing here can reach a server, and so that
 //! their tests run with a plain `cargo test -p audit_core` in seconds, no cluster needed.
 
+pub mod export;
 pub mod hash;
 pub mod query;

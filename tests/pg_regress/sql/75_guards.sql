@@ -2,7 +2,7 @@
 -- attempt fails with 42501 and changes nothing.
 SELECT try($$ ALTER TABLE audit.events DISABLE TRIGGER zz_chain_event $$);
 SELECT try($$ ALTER TABLE audit.events ADD COLUMN note text $$);
-SELECT try($$ ALTER TABLE audit.events ALTER COLUMN message TYPE varchar(100000) $$);
+SELECT try($$ ALTER TABLE audit.events ALTER COLUMN txid TYPE numeric $$);
 SELECT try($$ ALTER TABLE audit.events RENAME COLUMN actor TO who $$);
 SELECT try($$ DROP TRIGGER append_only ON audit.events $$);
 SELECT try($$ ALTER TRIGGER append_only ON audit.events RENAME TO off $$);

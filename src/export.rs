@@ -1,0 +1,95 @@
+//! `audit.export(format, query, since, until)` (sql/export.sql): the events matching a query
+//! of the search language and a time range, one line each, in id order. The lines themselves
+//! come from `audit_core::export` (pure Rust, unit-tested); this module reads an event's
+//! columns into it. `jsonl` is `audit.export_json(e)` (sql/verify.sql), the object
+//! tests/tools/verify_export.py verifies.
+
+use crate::event;
+use crate::pg::datum;
+use audit_core::export::{self, Event};
+use audit_core::hash::{to_hex, PG_EPOCH_OFFSET_US};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::CStr;
+
+/// The columns of one event as text, as `audit_core::export` takes them.
+///
+/// # Safety
+/// The datums `get` returns must be of the types `event::COLUMNS` gives.
+pub unsafe fn event_text(get: &dyn Fn(usize) -> Option<pg_sys::Datum>) -> Event {
+    let text = |c: usize| get(c).map(|d| String::from_utf8_lossy(datum::bytes(d)).into_owned());
+    let json = |c: usize| get(c).map(|d| datum::jsonb_text(d).to_string_lossy().into_owned());
+    let hex = |c: usize| get(c).map(|d| to_hex(datum::bytes(d)));
+    let int = |c: usize| get(c).map_or(0, |d| d.value() as i64);
+    Event {
+        id: int(event::ID),
+        at: event::iso_utc(int(event::AT) + PG_EPOCH_OFFSET_US),
+        chain: int(event::CHAIN) as i32,
+        seq: int(event::SEQ),
+        actor: text(event::ACTOR),
+        actor_ip: get(event::ACTOR_IP)
+            .and_then(|d| datum::call(pg_sys::inet_out, &[d]))
+            .map(|d| CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned()),
+        session_id: text(event::SESSION_ID),
+        application: text(event::APPLICATION),
+        action: text(event::ACTION).unwrap_or_default(),
+        status: text(event::STATUS).unwrap_or_default(),
+        severity: text(event::SEVERITY).unwrap_or_default(),
+        module: text(event::MODULE),
+        object_type: text(event::OBJECT_TYPE),
+        object_id: text(event::OBJECT_ID),
+        object_name: text(event::OBJECT_NAME),
+        old: json(event::OLD),
+        new: json(event::NEW),
+        message: text(event::MESSAGE),
+        metadata: json(event::METADATA),
+        txid: int(event::TXID),
+        prev_hash: hex(event::PREV_HASH),
+        hash: hex(event::HASH).unwrap_or_default(),
+    }
+}
+
+/// The host name in RFC 5424 lines: the server's `cluster_name`, or `-`.
+fn hostname() -> String {
+    // SAFETY: cluster_name is a GUC string variable, NULL or NUL-terminated.
+    unsafe {
+        let p = pg_sys::cluster_name;
+        if p.is_null() {
+            return "-".into();
+        }
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+finfo_v1!(pg_finfo_audit_export_line);
+
+/// `audit._export_line(format, e)`: one event as a line of `format` (`kv`, `csv`, `cef` or
+/// `rfc5424`; audit.export checks the name first).
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn audit_export_line(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let args = (*fcinfo).args.as_slice(2);
+    let format = String::from_utf8_lossy(datum::bytes(args[0].value)).into_owned();
+    let line = crate::pg::row::with_event_row(args[1].value, "audit._export_line()", |get| {
+        let e = event_text(get);
+        match format.as_str() {
+            "kv" => export::kv(&e),
+            "csv" => export::csv(&e),
+            "cef" => export::cef(&e, env!("CARGO_PKG_VERSION"), (int_at(get) + PG_EPOCH_OFFSET_US).div_euclid(1000)),
+            "rfc5424" => export::rfc5424(&e, &hostname()),
+            other => pgrx::error!("audit._export_line(): unknown format {other:?}"),
+        }
+    });
+    datum::text(line.as_bytes())
+}
+
+fn int_at(get: &dyn Fn(usize) -> Option<pg_sys::Datum>) -> i64 {
+    get(event::AT).map_or(0, |d| d.value() as i64)
+}
+
+/// `audit._export_header(format)`: the line that comes before the events (the CSV header),
+/// NULL for formats without one.
+#[pg_extern(immutable, strict, parallel_safe, name = "_export_header")]
+fn export_header(format: &str) -> Option<&'static str> {
+    (format == "csv").then_some(export::CSV_HEADER)
+}
