@@ -163,3 +163,20 @@ pub fn iso_utc(us: i64) -> String {
     let secs = rem / 1_000_000;
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z", secs / 3600, secs / 60 % 60, secs % 60, rem % 1_000_000)
 }
+
+/// Calls `f` with a reader of the columns of the `audit.events` row `arg` (by the index of
+/// [`COLUMNS`], `None` for NULL). Raises an error naming `what` when the row is not shaped like
+/// `audit.events`.
+///
+/// # Safety
+/// `arg` must be a non-NULL composite datum.
+pub unsafe fn with_event_row<R>(
+    arg: pg_sys::Datum,
+    what: &str,
+    f: impl FnOnce(&dyn Fn(usize) -> Option<pg_sys::Datum>) -> R,
+) -> R {
+    crate::pg::row::with_composite(arg, |desc, values, nulls| {
+        let attno = attnos(desc).unwrap_or_else(|| pgrx::error!("{what} needs a row of audit.events"));
+        f(&|c| (!nulls[attno[c]]).then(|| values[attno[c]]))
+    })
+}

@@ -70,7 +70,7 @@ finfo_v1!(pg_finfo_audit_export_line);
 pub unsafe extern "C-unwind" fn audit_export_line(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let args = (*fcinfo).args.as_slice(2);
     let format = String::from_utf8_lossy(datum::bytes(args[0].value)).into_owned();
-    let line = crate::pg::row::with_event_row(args[1].value, "audit._export_line()", |get| {
+    let line = crate::event::with_event_row(args[1].value, "audit._export_line()", |get| {
         let e = event_text(get);
         match format.as_str() {
             "kv" => export::kv(&e),

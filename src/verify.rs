@@ -660,6 +660,6 @@ finfo_v1!(pg_finfo_audit_hash_event);
 #[pg_guard]
 pub unsafe extern "C-unwind" fn audit_hash_event(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let arg = (*fcinfo).args.as_slice(1)[0].value;
-    let hash = crate::pg::row::with_event_row(arg, "audit.hash_event()", |get| event::hash_datums(get).0);
+    let hash = crate::event::with_event_row(arg, "audit.hash_event()", |get| event::hash_datums(get).0);
     pg_sys::Datum::from(pgrx::varlena::rust_byte_slice_to_bytea(&hash).into_pg())
 }

@@ -1,21 +1,15 @@
-//! A row of `audit.events` passed to a function as a composite value (`audit.hash_event(e)`,
-//! `audit._export_line(format, e)`), read by column index of `event::COLUMNS`.
+//! A composite value passed to a function (a row of `audit.events` as `audit.hash_event(e)`
+//! and `audit._export_line(format, e)` take it), deformed into its columns.
 
-use crate::event;
 use pgrx::{pg_sys, PgTupleDesc};
 
-/// Deforms the composite datum `arg` and calls `f` with a reader of its columns (by the index
-/// of `event::COLUMNS`, `None` for NULL). Raises an error when the row is not shaped like
-/// `audit.events`.
+/// Deforms the composite datum `arg` and calls `f` with its tuple descriptor, values and
+/// null flags (by attribute position).
 ///
 /// # Safety
 /// `arg` must be a non-NULL composite datum (a function argument of a row type); the datums
 /// `f` is given live in the current memory context until it returns.
-pub unsafe fn with_event_row<R>(
-    arg: pg_sys::Datum,
-    what: &str,
-    f: impl FnOnce(&dyn Fn(usize) -> Option<pg_sys::Datum>) -> R,
-) -> R {
+pub unsafe fn with_composite<R>(arg: pg_sys::Datum, f: impl FnOnce(&PgTupleDesc, &[pg_sys::Datum], &[bool]) -> R) -> R {
     let header = pg_sys::pg_detoast_datum(arg.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
     let typid = (*header).t_choice.t_datum.datum_typeid;
     let typmod = (*header).t_choice.t_datum.datum_typmod;
@@ -27,8 +21,7 @@ pub unsafe fn with_event_row<R>(
     let mut values = vec![pg_sys::Datum::from(0); natts];
     let mut nulls = vec![false; natts];
     pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-    let attno = event::attnos(&PgTupleDesc::from_pg_unchecked(desc));
+    let out = f(&PgTupleDesc::from_pg_unchecked(desc), &values, &nulls);
     pg_sys::DecrTupleDescRefCount(desc);
-    let attno = attno.unwrap_or_else(|| pgrx::error!("{what} needs a row of audit.events"));
-    f(&|c| (!nulls[attno[c]]).then(|| values[attno[c]]))
+    out
 }
