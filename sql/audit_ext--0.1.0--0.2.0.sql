@@ -1,8 +1,8 @@
 -- audit_ext 0.1.0 -> 0.2.0 (ALTER EXTENSION audit_ext UPDATE). Written once and frozen with the
 -- release, like sql/audit_ext--0.1.0.sql: later changes go into a script of their own.
 -- What changed (CHANGELOG.md): the event vocabulary (with the severities), the guard lists and the retention.applied
--- format each got one owner (src/vocab.rs, sql/guards.sql, src/retention/anchor.rs); audit.export and the
--- auditor's views are new.
+-- format each got one owner (src/vocab.rs, sql/guards.sql, src/retention/anchor.rs); audit.export, the
+-- auditor's views and signed checkpoints are new.
 \echo Use "ALTER EXTENSION audit_ext UPDATE TO '0.2.0'" to load this file. \quit
 
 -- src/vocab.rs: every event audit_ext records itself must be in its vocabulary
@@ -695,12 +695,104 @@ END
 $$;
 COMMENT ON FUNCTION audit.summary IS 'Event counts by action, actor, object_type, status, module, severity or day.';
 
+-- signed checkpoints (sql/checkpoint.sql, src/checkpoint.rs)
+CREATE FUNCTION audit."_new_signing_key"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'new_signing_key_wrapper';
+
+CREATE FUNCTION audit."_checkpoint"() RETURNS jsonb /* JsonB */
+STRICT VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'make_checkpoint_wrapper';
+
+CREATE FUNCTION audit."signing_key"() RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'signing_key_wrapper';
+
+CREATE FUNCTION audit."verify"(
+	"checkpoint" jsonb /* JsonB */
+) RETURNS TABLE (
+	"chain" INT,  /* Option < i32 > */
+	"events_checked" bigint,  /* i64 */
+	"ok" bool,  /* bool */
+	"first_bad_id" bigint,  /* Option < i64 > */
+	"first_bad_seq" bigint,  /* Option < i64 > */
+	"reason" TEXT  /* Option < String > */
+)
+STRICT STABLE PARALLEL RESTRICTED 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_checkpoint_wrapper';
+
+-- The Ed25519 signing keys: the current one (retired_at NULL) and those it replaced. The
+-- secret half is readable by the extension's owner only (readers may see the rest, to tell
+-- whose key signed a checkpoint). Not dumped with the database: a restored database makes a
+-- key of its own, and the checkpoints made before keep verifying with the key noted with them.
+CREATE TABLE audit.signing_keys (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    public_key bytea NOT NULL UNIQUE,
+    secret_key bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    retired_at timestamptz
+);
+COMMENT ON TABLE audit.signing_keys IS 'Ed25519 keys that sign checkpoints (audit.checkpoint); the secret half is the owner''s only.';
+
+-- Signs the heads of every chain and records the checkpoint as an event (action
+-- audit.checkpoint): keep the result outside the database, and later pass it to
+-- audit.verify(checkpoint => ...).
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
+CREATE FUNCTION audit.checkpoint() RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cp jsonb := audit._checkpoint();
+BEGIN
+    PERFORM audit._event('audit.checkpoint', 'audit', 'checkpoint', cp ->> 'public_key', NULL, NULL, cp,
+                         format('checkpoint of %s chain(s)', jsonb_array_length((cp ->> 'payload')::jsonb -> 'chains')));
+    RETURN cp;
+END
+$$;
+COMMENT ON FUNCTION audit.checkpoint IS 'Signs the heads of every chain (Ed25519); keep the result outside and pass it to audit.verify(checkpoint => ...).';
+
+-- Replaces the signing key; the old one is kept (retired) so that earlier checkpoints still
+-- verify. Recorded (audit.key_rotated, with both public keys).
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
+CREATE FUNCTION audit.rotate_signing_key() RETURNS text
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old text := audit.signing_key();
+    new text := audit._new_signing_key();
+BEGIN
+    PERFORM audit._event('audit.key_rotated', 'audit', 'signing_key', new, NULL,
+                         jsonb_build_object('public_key', old), jsonb_build_object('public_key', new));
+    RETURN new;
+END
+$$;
+COMMENT ON FUNCTION audit.rotate_signing_key IS 'Replaces the checkpoint signing key (the old one stays, retired); returns the new public key.';
+
+-- The first key, made by CREATE EXTENSION.
+SELECT audit._new_signing_key();
+
 -- privileges as a fresh install has them (sql/finalize.sql)
 REVOKE ALL ON FUNCTION audit._own_action(text, text), audit._check_severity(text, text), audit._retention_applied(jsonb, bigint, jsonb, text),
                        audit._guard_triggers(), audit._guard_event_triggers(), audit._guard_problems(),
                        audit._export_header(text), audit._export_line(text, audit.events),
                        audit.export(text, text, timestamptz, timestamptz),
-                       audit.summary(timestamptz, timestamptz, text) FROM PUBLIC;
+                       audit.summary(timestamptz, timestamptz, text),
+                       audit._new_signing_key(), audit._checkpoint(), audit.signing_key(), audit.verify(jsonb),
+                       audit.checkpoint(), audit.rotate_signing_key() FROM PUBLIC;
+REVOKE ALL ON audit.signing_keys FROM PUBLIC;
+REVOKE ALL ON SEQUENCE audit.signing_keys_id_seq FROM PUBLIC;
 REVOKE ALL ON audit.recent, audit.security_events, audit.my_changes FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers()
     TO audit_reader;
@@ -709,3 +801,6 @@ GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), au
     TO audit_reader;
 GRANT SELECT ON audit.recent, audit.security_events, audit.my_changes TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.summary(timestamptz, timestamptz, text) TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.checkpoint(), audit.rotate_signing_key() TO audit_admin;
+GRANT EXECUTE ON FUNCTION audit.signing_key(), audit.verify(jsonb) TO audit_reader;
+GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_reader;

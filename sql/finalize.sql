@@ -94,5 +94,11 @@ GRANT EXECUTE ON FUNCTION audit.set_retention(interval, text), audit.apply_reten
                           audit.ensure_partitions(interval), audit.set_tier(interval, name)
     TO audit_admin;
 
+-- Signed checkpoints: admins make them and rotate the key; readers verify them and may see
+-- every column of the keys but the secret one.
+GRANT EXECUTE ON FUNCTION audit.checkpoint(), audit.rotate_signing_key() TO audit_admin;
+GRANT EXECUTE ON FUNCTION audit.signing_key(), audit.verify(jsonb) TO audit_reader;
+GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_reader;
+
 -- Admins can do both.
 GRANT audit_writer, audit_reader TO audit_admin;

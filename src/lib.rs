@@ -20,6 +20,7 @@ macro_rules! finfo_v1 {
 // Features, each with the SQL file of the same name (README "Where things are").
 mod alerts;
 mod capture;
+mod checkpoint;
 mod diff;
 mod export;
 mod guards;
@@ -80,6 +81,11 @@ extension_sql_file!(
     requires = ["capture_ddl", "alerts", append::chain_event, guards::refuse_change]
 );
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["guards", "diff"]);
+extension_sql_file!(
+    "../sql/checkpoint.sql",
+    name = "checkpoint",
+    requires = ["verify", checkpoint::new_signing_key, checkpoint::make_checkpoint, checkpoint::signing_key]
+);
 extension_sql_file!(
     "../sql/maintenance.sql",
     name = "maintenance",

@@ -226,6 +226,8 @@ const BATCH: i64 = 10_000;
 const RESET_ROWS: usize = 500;
 const RESET_BYTES: usize = 8 * 1024 * 1024;
 
+type VerifyRow = (Option<i32>, i64, bool, Option<i64>, Option<i64>, Option<String>);
+
 /// Checks every chain (or the events with id in [from_id, to_id]) and, given the heads an
 /// auditor noted earlier, that each noted head is still there, unchanged.
 #[pg_extern(stable, parallel_restricted)]
@@ -252,8 +254,40 @@ fn verify(
         }
     }
     let noted = heads.map(|h| parse_heads(h.0).unwrap_or_else(|e| raise(e))).unwrap_or_default();
-    let rows = unsafe { run(from_id, to_id, &noted) };
-    let mut out: Vec<_> = rows
+    TableIterator::new(verify_rows(from_id, to_id, &noted))
+}
+
+/// `audit.verify(checkpoint => ...)`: checks a signed checkpoint (src/checkpoint.rs) and then
+/// the whole log against the heads it holds, as `audit.verify(heads => ...)` does; one more
+/// row (chain NULL) says whether the checkpoint itself can be relied on and why.
+#[pg_extern(stable, parallel_restricted, name = "verify")]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn verify_checkpoint(
+    checkpoint: JsonB,
+) -> TableIterator<
+    'static,
+    (
+        name!(chain, Option<i32>),
+        name!(events_checked, i64),
+        name!(ok, bool),
+        name!(first_bad_id, Option<i64>),
+        name!(first_bad_seq, Option<i64>),
+        name!(reason, Option<String>),
+    ),
+> {
+    let (noted, row) = match crate::checkpoint::check(checkpoint.0) {
+        Ok((heads, note)) => (parse_heads(heads).unwrap_or_else(|e| raise(e)), (None, 0, true, None, None, Some(note))),
+        Err(problem) => (BTreeMap::new(), (None, 0, false, None, None, Some(format!("checkpoint: {problem}")))),
+    };
+    let mut rows = verify_rows(None, None, &noted);
+    rows.push(row);
+    TableIterator::new(rows)
+}
+
+fn verify_rows(from_id: Option<i64>, to_id: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<VerifyRow> {
+    let rows = unsafe { run(from_id, to_id, noted) };
+    let mut out: Vec<VerifyRow> = rows
         .into_iter()
         .map(|(chain, r)| {
             let (id, seq, reason) = match r.bad {
@@ -266,7 +300,7 @@ fn verify(
     if let Some(problems) = crate::guards::problems() {
         out.push((None, 0, false, None, None, Some(format!("guards: {problems}"))));
     }
-    TableIterator::new(out)
+    out
 }
 
 fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError> {

@@ -32,14 +32,15 @@ if [ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx $PGRX_VERSION" ]; then
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
-# Published parsers the export tests read audit_ext's output with (tests/integration/t_88_export.sh),
+# Published parsers and an Ed25519 implementation the export and checkpoint tests check
+# audit_ext's output with (tests/integration/t_88_export.sh, t_92_checkpoint.sh),
 # kept beside the checkout (.pylib/, git-ignored) rather than in the system's Python.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PY_PKGS=(syslog-rfc5424-parser==0.3.2)
-if ! PYTHONPATH="$ROOT/.pylib" python3 -c 'import syslog_rfc5424_parser' 2>/dev/null; then
+PY_PKGS=(syslog-rfc5424-parser==0.3.2 cryptography)
+if ! PYTHONPATH="$ROOT/.pylib" python3 -c "import syslog_rfc5424_parser, cryptography" 2>/dev/null; then
   echo "deps: pip install --target .pylib ${PY_PKGS[*]}"
   python3 -m pip install -q --disable-pip-version-check --target "$ROOT/.pylib" "${PY_PKGS[@]}" 2>&1 | grep -v "^WARNING: Running pip as" || true
-  PYTHONPATH="$ROOT/.pylib" python3 -c 'import syslog_rfc5424_parser' \
+  PYTHONPATH="$ROOT/.pylib" python3 -c 'import syslog_rfc5424_parser, cryptography' \
     || { echo "deps: could not install ${PY_PKGS[*]} from PyPI" >&2; exit 1; }
 fi
 

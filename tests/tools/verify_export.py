@@ -557,6 +557,36 @@ def self_test():
     return 1 if failed else 0
 
 
+def check_checkpoint(events, path, public_key):
+    """An export against a signed checkpoint (docs/hash-format.md "Checkpoints"): the Ed25519
+    signature over the exact payload with the public key the auditor noted, then every chain's
+    event at the checkpoint's seq must be in the export, verified, with that hash. Needs the
+    `cryptography` package."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    cp = json.load(open(path, encoding="utf-8"))
+    try:
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key))
+        key.verify(bytes.fromhex(cp["signature"]), cp["payload"].encode("utf-8"))
+    except (InvalidSignature, ValueError, KeyError, TypeError) as x:
+        print(f"checkpoint: the signature does not verify with key {public_key} ({type(x).__name__})")
+        return 1
+    payload = json.loads(cp["payload"])
+    ours = {(e.chain, e.seq): e for e in events}
+    failed = 0
+    for c in payload["chains"]:
+        e = ours.get((c["chain"], c["seq"]))
+        if e is None:
+            print(f"checkpoint: chain {c['chain']} seq {c['seq']} is not in the export")
+            failed += 1
+        elif e.computed != c["hash"].lower() or e.stored != c["hash"].lower():
+            print(f"checkpoint: chain {c['chain']} seq {c['seq']} has changed since the checkpoint of {payload['at']}: the chain was rewritten")
+            failed += 1
+    print(f"checkpoint of {payload['at']}: signature valid, {len(payload['chains'])} chain head(s), {failed} failed: "
+          + ("FAILED" if failed else "ok"))
+    return 1 if failed else 0
+
+
 def main(argv):
     p = argparse.ArgumentParser(
         description="Verify audit_ext events (JSON lines of to_jsonb(e)) outside the database.",
@@ -569,7 +599,12 @@ def main(argv):
     p.add_argument("--from-anchor", action="store_true",
                    help="original stdin report only: each chain may start at any seq")
     p.add_argument("--self-test", action="store_true", help="run the built-in checks (no database)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="also check the export against this signed checkpoint (audit.checkpoint()) ...")
+    p.add_argument("--public-key", metavar="HEX", help="... with this Ed25519 public key (audit.signing_key())")
     args = p.parse_args(argv)
+    if bool(args.checkpoint) != bool(args.public_key):
+        p.error("--checkpoint and --public-key go together")
     if args.self_test:
         return self_test()
     if args.from_anchor and (args.files or args.segment):
@@ -585,7 +620,10 @@ def main(argv):
         return 0
     if not args.files and not args.segment:
         return legacy_report(events, args.from_anchor)
-    return report(events, args.segment, len(args.files) or 1)
+    rc = report(events, args.segment, len(args.files) or 1)
+    if args.checkpoint:
+        rc = max(rc, check_checkpoint(events, args.checkpoint, args.public_key))
+    return rc
 
 
 if __name__ == "__main__":
