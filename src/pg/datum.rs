@@ -11,6 +11,7 @@ use std::ffi::CStr;
 /// # Safety
 /// Inside a transaction with a current memory context (any backend code path); `b` must be
 /// valid UTF-8 in the database encoding when the datum is used as text.
+#[inline]
 pub unsafe fn text(b: &[u8]) -> pg_sys::Datum {
     pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(b.as_ptr() as *const _, b.len() as i32))
 }
@@ -19,6 +20,7 @@ pub unsafe fn text(b: &[u8]) -> pg_sys::Datum {
 ///
 /// # Safety
 /// As [`text`].
+#[inline]
 pub unsafe fn bytea(b: &[u8]) -> pg_sys::Datum {
     text(b)
 }
@@ -55,6 +57,7 @@ pub unsafe fn call(
 ///
 /// # Safety
 /// `d` must be a varlena datum.
+#[inline]
 pub unsafe fn bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
     let mut v = d.cast_mut_ptr::<pg_sys::varlena>();
     // Only compressed or out-of-line values need detoasting; skipping the call for the
@@ -101,6 +104,7 @@ pub unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a CStr {
 ///
 /// # Safety
 /// `d` must be a jsonb datum.
+#[inline]
 pub unsafe fn jsonb_is_object(d: pg_sys::Datum) -> bool {
     const JB_FSCALAR: u32 = 0x1000_0000;
     const JB_FOBJECT: u32 = 0x2000_0000;

@@ -42,18 +42,23 @@ impl Default for EventHasher {
     }
 }
 
+// #[inline] on the methods: they are called for every field of every event from the pgrx
+// crate, and a function of another crate is inlined only when it says so (or LTO decides).
 impl EventHasher {
+    #[inline]
     pub fn new() -> Self {
         Self::with_buffer(Vec::with_capacity(1024))
     }
 
     /// Reuses `buf`'s allocation (see [`EventHasher::into_buffer`]).
+    #[inline]
     pub fn with_buffer(mut buf: Vec<u8>) -> Self {
         buf.clear();
         buf.extend_from_slice(FORMAT_TAG);
         EventHasher { buf }
     }
 
+    #[inline]
     fn framed(&mut self, parts: &[&[u8]]) {
         let n: usize = parts.iter().map(|p| p.len()).sum();
         self.buf.push(1);
@@ -63,6 +68,7 @@ impl EventHasher {
         }
     }
 
+    #[inline]
     pub fn field(&mut self, v: Value<'_>) {
         match v {
             Value::Null => self.buf.push(0),
@@ -74,10 +80,12 @@ impl EventHasher {
     }
 
     /// The digest and the number of bytes encoded (what `audit_ext.max_event_bytes` limits).
+    #[inline]
     pub fn finish(&self) -> ([u8; 32], usize) {
         (Sha256::digest(&self.buf).into(), self.buf.len())
     }
 
+    #[inline]
     pub fn into_buffer(self) -> Vec<u8> {
         self.buf
     }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Instructions per audit.record of two builds of audit_ext.so, counted by valgrind's callgrind
+# (instruction counts do not drift with the machine's load, unlike times): a single-user
+# postgres on the stopped bench cluster's data directory runs N and then 2N audit.record calls
+# in one statement with each build; the slope (I(2N) - I(N)) / N is the cost of one call with
+# the fixed cost of starting the backend and loading the library taken out.
+#   usage: bench/callgrind_record.sh OLD.so NEW.so [N]    (database audit_ab from bench/ab.sh)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+old=$1 new=$2 n=${3:-3000}
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+so="$("$PGBIN/pg_config" --pkglibdir)/audit_ext.so"
+tests/tools/cluster.sh stop bench >/dev/null 2>&1 || true
+d=$(tests/tools/cluster.sh datadir bench)
+cp "$so" "$so.cg-saved"; trap 'cp "$so.cg-saved" "$so"; rm -f "$so.cg-saved"' EXIT
+tmp=$(mktemp -d); chmod 755 "$tmp"
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
+count() { # build calls -> instructions
+  cp "$1" "$so"
+  echo "SELECT count(audit.record('cg.e', 'doc', g::text)) FROM generate_series(1, $2) g;" >"$tmp/q.sql"
+  chmod 644 "$tmp/q.sql"
+  as_pg valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$PGBIN/postgres" --single -D "$d" \
+    -c shared_buffers=64MB audit_ab <"$tmp/q.sql" 2>&1 | sed -nE 's/.*Collected : ([0-9]+).*/\1/p'
+}
+for build in old new; do
+  a=$(count "${!build}" "$n"); b=$(count "${!build}" $((2 * n)))
+  echo "$build (${!build}): $(( (b - a) / n )) instructions per audit.record ($n and $((2 * n)) calls: $a, $b)"
+done
+rm -rf "$tmp"
