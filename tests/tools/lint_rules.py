@@ -7,6 +7,8 @@
    marked so in the table).
 2. No import circle between the modules of src/ (a module is a file or directory below src/;
    `crate::a::b` counts as a use of `a`), so that each can be read on its own.
+3. Every module and action of src/vocab.rs's OWN (the events audit_ext records itself) is in
+   the README's "Events audit_ext records itself" table, and every action named there is in OWN.
 
 Exits 1 and says what is wrong when a rule is broken. Frozen release scripts
 (sql/audit_ext--*.sql) are history, not checked."""
@@ -83,8 +85,32 @@ for m in sorted(mods):
         reported.add(frozenset(c))
         problems.append('import circle: ' + ' -> '.join(c))
 
+# 3. the vocabulary ------------------------------------------------------------------------------
+vocab = open(f'{ROOT}/src/vocab.rs').read()
+own_src = vocab[vocab.index('pub const OWN'):]
+own_src = own_src[:own_src.index('];')]
+own = re.findall(r'\(\s*"(\w+)",\s*&\[([^\]]*)\]', own_src)
+sec = readme[readme.index('### Events audit_ext records itself'):]
+sec = sec[:sec.index('\n### ')]
+rows = '\n'.join(l.split('|', 2)[2] for l in sec.splitlines() if l.startswith('| `'))
+named = set(re.findall(r'`([a-z_]+\.[a-z_]+)`', rows))
+listed = set()
+for module, acts in own:
+    if f'| `{module}` |' not in sec:
+        problems.append(f'module {module} of src/vocab.rs is not in README "Events audit_ext records itself"')
+    for a in re.findall(r'"([^"]+)"', acts):
+        listed.add(a)
+        if a.endswith(('.', '_')):
+            if not any(n.startswith(a) for n in named) and f'`{a}<' not in sec:
+                problems.append(f'action prefix {a} of src/vocab.rs is not in README "Events audit_ext records itself"')
+        elif a not in named:
+            problems.append(f'action {a} of src/vocab.rs is not in README "Events audit_ext records itself"')
+for n in sorted(named):
+    if n not in listed and not any(p.endswith(('.', '_')) and n.startswith(p) for p in listed):
+        problems.append(f'README "Events audit_ext records itself" names {n}, which src/vocab.rs does not list')
+
 for p in problems:
     print('lint_rules:', p)
-print(f'lint_rules: {len(raised)} SQLSTATEs raised, all in README "Errors"; {len(mods)} modules, no import circle'
-      if not problems else f'lint_rules: {len(problems)} problem(s)')
+print(f'lint_rules: {len(raised)} SQLSTATEs raised, all in README "Errors"; {len(mods)} modules, no import circle; '
+      f'{len(listed)} own event names, all in README' if not problems else f'lint_rules: {len(problems)} problem(s)')
 sys.exit(1 if problems else 0)
