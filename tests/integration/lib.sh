@@ -9,6 +9,10 @@
 #                                    the current database (exports PGDATABASE=NAME)
 #   ext_available                    true when audit_ext is installed in the server
 #   as_pg CMD...                     run CMD as the cluster's OS user (postgres when root)
+#   grown_mb OUT SQL...              run the SQL statements in one background session, after a
+#                                    pg_sleep(1) marker; poll that backend's anonymous resident
+#                                    memory (RssAnon: leaves out the shared buffers it reads) while
+#                                    they run; print "MB" it grew by, or "f (why)"; output in OUT
 #   tamper "SQL" [psql args]         run SQL as a superuser who switched off every guard first
 #                                    (event triggers, triggers of audit.events and partitions),
 #                                    then switch them back on (ALWAYS), committed
@@ -81,4 +85,28 @@ tamper() {
                           'ENABLE ALWAYS TRIGGER zz_alerts', r);
          END LOOP; END \$\$;
        ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE ALWAYS; ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE ALWAYS" "$@"
+}
+
+grown_mb() {
+  local out=$1; shift
+  local args=(-c "SELECT pg_sleep(1) AS grown_mb_marker") q client pid="" base=0 peak=0 kb
+  for q in "$@"; do args+=(-c "$q"); done
+  psql -XAt "${args[@]}" >"$out" 2>&1 &
+  client=$!
+  for _ in $(seq 1 40); do
+    pid=$(sql "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND backend_type = 'client backend' AND query LIKE 'SELECT pg_sleep(1) AS grown_mb_marker%' LIMIT 1")
+    [ -n "$pid" ] && break
+    sleep 0.05
+  done
+  if [ -n "$pid" ]; then
+    base=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    while kill -0 "$client" 2>/dev/null; do
+      kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+      [ "${kb:-0}" -gt "$peak" ] && peak=$kb
+      sleep 0.02
+    done
+  fi
+  wait "$client" || true
+  if [ -n "$pid" ] && [ "$peak" -gt 0 ]; then echo $(( (peak - base) / 1024 )); else echo "f (backend ${pid:-not found})"; fi
 }
