@@ -67,7 +67,7 @@ AS $$
            ('audit_ext_ddl_drop', 'audit.capture_ddl_drop()', 'sql_drop')
 $$;
 
--- What is wrong with the guards, NULL when nothing is (the guards row of audit.verify(),
+-- What is wrong with the guards, one row per problem, none when nothing is (the guards row of audit.verify(),
 -- src/guards.rs): a trigger of audit.events (or of one of its partitions) or an event trigger
 -- missing, disabled, conditional or not ALWAYS; a guard function that is no longer
 -- audit_ext's C function; a rule or row level security on audit.events; a tracked table whose
@@ -75,10 +75,10 @@ $$;
 -- bounds audit.partitions misstates; DDL capture off; capture, retention, alert and stream
 -- settings that differ from what the log says they were set to. Runs as the caller (an
 -- auditor reads all of this).
-CREATE FUNCTION audit._guard_problems() RETURNS text
+CREATE FUNCTION audit._guard_problems() RETURNS SETOF text
     LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT string_agg(p, '; ' ORDER BY p) FROM (
+SELECT p FROM (
     SELECT format('trigger %s on %s is %s', t.name, r.rel,
                   CASE WHEN tg.oid IS NULL THEN 'missing'
                        WHEN tg.tgfoid <> t.fn THEN format('not %s', t.fn)
@@ -191,6 +191,7 @@ SELECT string_agg(p, '; ' ORDER BY p) FROM (
                        AND e.action IN ('stream.create', 'stream.drop') AND e.object_id = st.channel
                        ORDER BY e.id DESC LIMIT 1) l ON true
     WHERE l.action IS DISTINCT FROM 'stream.create' OR l.new IS DISTINCT FROM jsonb_build_object('query', st.query)) s
+ORDER BY p
 $$;
 
 -- Creates one partition for class cls and [lo, hi): as a standalone table with a matching
@@ -652,7 +653,7 @@ WHERE (e.action LIKE 'authentication.%' AND e.status <> 'success')
                         'stream.create', 'stream.drop'))
 UNION ALL
 SELECT NULL::bigint, now(), 'guard_problem', NULL, NULL, 'audit.guards', 'failure', 'critical', NULL, NULL, NULL, g.problem
-FROM unnest(string_to_array(audit._guard_problems(), '; ')) g(problem);
+FROM audit._guard_problems() g(problem);
 COMMENT ON VIEW audit.security_events IS 'Failed and denied actions, permission, role and audit setting changes, alerts, retention, guard problems.';
 
 -- NetEye's "My changes": the changes (events with old and/or new properties) made in the

@@ -39,7 +39,7 @@ WHERE (e.action LIKE 'authentication.%' AND e.status <> 'success')
                         'stream.create', 'stream.drop'))
 UNION ALL
 SELECT NULL::bigint, now(), 'guard_problem', NULL, NULL, 'audit.guards', 'failure', 'critical', NULL, NULL, NULL, g.problem
-FROM unnest(string_to_array(audit._guard_problems(), '; ')) g(problem);
+FROM audit._guard_problems() g(problem);
 COMMENT ON VIEW audit.security_events IS 'Failed and denied actions, permission, role and audit setting changes, alerts, retention, guard problems.';
 
 -- NetEye's "My changes": the changes (events with old and/or new properties) made in the

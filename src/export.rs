@@ -12,13 +12,16 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::CStr;
 
-/// The columns of one event as text, as `audit_core::export` takes them.
+/// The columns of one event as text, as `audit_core::export` takes them. `documents`: also
+/// `old`, `new` and `metadata` as jsonb text, which only the csv format writes (the others,
+/// and the server-log mirror, leave them out: rendering them would cost a whole document's
+/// text per event for nothing).
 ///
 /// # Safety
 /// The datums `get` returns must be of the types `event::COLUMNS` gives.
-pub unsafe fn event_text(get: &dyn Fn(usize) -> Option<pg_sys::Datum>) -> Event {
+pub unsafe fn event_text(get: &dyn Fn(usize) -> Option<pg_sys::Datum>, documents: bool) -> Event {
     let text = |c: usize| get(c).map(|d| String::from_utf8_lossy(datum::bytes(d)).into_owned());
-    let json = |c: usize| get(c).map(|d| datum::jsonb_text(d).to_string_lossy().into_owned());
+    let json = |c: usize| get(c).filter(|_| documents).map(|d| datum::jsonb_text(d).to_string_lossy().into_owned());
     let hex = |c: usize| get(c).map(|d| to_hex(datum::bytes(d)));
     let int = |c: usize| get(c).map_or(0, |d| d.value() as i64);
     Event {
@@ -71,7 +74,7 @@ pub unsafe extern "C-unwind" fn audit_export_line(fcinfo: pg_sys::FunctionCallIn
     let args = (*fcinfo).args.as_slice(2);
     let format = String::from_utf8_lossy(datum::bytes(args[0].value)).into_owned();
     let line = crate::event::with_event_row(args[1].value, "audit._export_line()", |get| {
-        let e = event_text(get);
+        let e = event_text(get, format == "csv");
         match format.as_str() {
             "kv" => export::kv(&e),
             "csv" => export::csv(&e),

@@ -53,7 +53,9 @@ pub fn problems() -> Option<String> {
     let current =
         crate::status::read_text("SELECT (pg_catalog.to_regprocedure('audit._guard_problems()') IS NOT NULL)::text");
     if current.as_deref() == Some("true") {
-        return crate::status::read_text("SELECT audit._guard_problems()");
+        return crate::status::read_text(
+            "SELECT pg_catalog.string_agg(p, '; ' ORDER BY p) FROM audit._guard_problems() p",
+        );
     }
     let sql_version = crate::status::read_text(
         "SELECT x.extversion FROM pg_catalog.pg_extension x WHERE x.extname OPERATOR(pg_catalog.=) 'audit_ext'",

@@ -32,7 +32,7 @@ pub fn enabled() -> bool {
 /// # Safety
 /// The datums `get` returns must be of the types `event::COLUMNS` gives.
 pub unsafe fn stage(get: impl Fn(usize) -> Option<pg_sys::Datum>) {
-    let line = format!("AUDIT: {}", audit_core::export::kv(&crate::export::event_text(&get)));
+    let line = format!("AUDIT: {}", audit_core::export::kv(&crate::export::event_text(&get, false)));
     let sub = pg_sys::GetCurrentSubTransactionId();
     PENDING.with(|p| p.borrow_mut().push((sub, line)));
 }

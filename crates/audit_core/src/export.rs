@@ -85,24 +85,25 @@ pub fn kv_value(out: &mut String, v: &str) -> bool {
 pub fn kv(e: &Event) -> String {
     let mut line = String::new();
     let mut cut = false;
-    let fields: [(&str, Option<String>); 17] = [
-        ("id", Some(e.id.to_string())),
-        ("chain", Some(e.chain.to_string())),
-        ("seq", Some(e.seq.to_string())),
-        ("at", Some(e.at.clone())),
-        ("action", Some(e.action.clone())),
-        ("status", Some(e.status.clone())),
-        ("severity", Some(e.severity.clone())),
-        ("actor", e.actor.clone()),
-        ("actor_ip", e.actor_ip.clone()),
-        ("session_id", e.session_id.clone()),
-        ("application", e.application.clone()),
-        ("module", e.module.clone()),
-        ("object_type", e.object_type.clone()),
-        ("object_id", e.object_id.clone()),
-        ("object_name", e.object_name.clone()),
-        ("message", e.message.clone()),
-        ("hash", Some(e.hash.clone())),
+    let (id, chain, seq) = (e.id.to_string(), e.chain.to_string(), e.seq.to_string());
+    let fields: [(&str, Option<&str>); 17] = [
+        ("id", Some(&id)),
+        ("chain", Some(&chain)),
+        ("seq", Some(&seq)),
+        ("at", Some(&e.at)),
+        ("action", Some(&e.action)),
+        ("status", Some(&e.status)),
+        ("severity", Some(&e.severity)),
+        ("actor", e.actor.as_deref()),
+        ("actor_ip", e.actor_ip.as_deref()),
+        ("session_id", e.session_id.as_deref()),
+        ("application", e.application.as_deref()),
+        ("module", e.module.as_deref()),
+        ("object_type", e.object_type.as_deref()),
+        ("object_id", e.object_id.as_deref()),
+        ("object_name", e.object_name.as_deref()),
+        ("message", e.message.as_deref()),
+        ("hash", Some(&e.hash)),
     ];
     for (key, value) in fields {
         if let Some(v) = value {
@@ -111,7 +112,7 @@ pub fn kv(e: &Event) -> String {
             }
             line.push_str(key);
             line.push('=');
-            cut |= kv_value(&mut line, &v);
+            cut |= kv_value(&mut line, v);
         }
     }
     if cut {

@@ -29,6 +29,12 @@ SELECT count(*) AS auditor_changes FROM audit.my_changes;
 
 \c - postgres
 SELECT try($$ SELECT * FROM audit.summary(by => 'hash') $$);
+-- one row per guard problem, whatever its text holds (a stream channel may hold '; ')
+SELECT audit.stream('views; chan', 'action:views.*');
+UPDATE audit.streams SET query = 'action:other.*' WHERE channel = 'views; chan';
+SELECT kind, severity, message FROM audit.security_events WHERE kind = 'guard_problem';
+SELECT audit.unstream('views; chan');
+SELECT count(*) AS guard_problems FROM audit.security_events WHERE kind = 'guard_problem';
 SET audit_ext.capture_ddl = off;
 GRANT audit_reader TO views_app;
 RESET audit_ext.capture_ddl;
