@@ -95,8 +95,9 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // SAFETY: this connection is the innermost one (it is not Send and lives on the stack
-        // of the code that opened it), so SPI_finish closes it and nothing else.
+        // SAFETY: connections are opened and dropped in nested scopes on one backend's stack
+        // (every caller keeps it in a local), so this one is the innermost and SPI_finish
+        // closes it and nothing else.
         unsafe {
             pg_sys::SPI_finish();
         }
