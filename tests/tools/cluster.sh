@@ -10,6 +10,10 @@
 # root), as the calling user otherwise; the superuser role is always `postgres`.
 # Extra postgresql.conf lines: CLUSTER_OPTS="shared_preload_libraries='audit_ext';work_mem=8MB"
 # (';' or newline separated). A running cluster is restarted when they change.
+# Extra environment of the server alone, one VAR=value a line: CLUSTER_ENV (set after the
+# switch to the server user, so that a preloaded library such as libfaketime never runs as
+# root: the shared memory libfaketime makes would then be root's, and the server could not
+# open it).
 set -euo pipefail
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -72,7 +76,9 @@ start() {
     local seen; seen=$(stat -c %s "$d/server.log" 2>/dev/null || echo 0)
     # RUST_BACKTRACE in the caller's environment would put Rust backtraces into the DETAIL
     # of every error the extension raises through SPI: the server runs without it.
-    as_pg env -u RUST_BACKTRACE "$PGBIN/pg_ctl" start -w -t 60 -D "$d" -l "$d/server.log" >/dev/null \
+    local extra=()
+    if [ -n "${CLUSTER_ENV:-}" ]; then mapfile -t extra <<<"$CLUSTER_ENV"; fi
+    as_pg env -u RUST_BACKTRACE "${extra[@]}" "$PGBIN/pg_ctl" start -w -t 60 -D "$d" -l "$d/server.log" >/dev/null \
       || { tail -c +$((seen + 1)) "$d/server.log" >&2; die "start of $name failed (port $port busy?)"; }
   fi
   local psql=("$PGBIN/psql" -XAtq -h "$d" -p "$port" -U postgres -d postgres)

@@ -21,7 +21,11 @@ fi
 
 # a regress input directory holding only the clock-dependent tests
 work=$(mktemp -d)
-trap 'rm -rf "$work"; "$CLUSTER" stop dates >/dev/null 2>&1 || true' EXIT
+mark=$(mktemp)
+# libfaketime leaves one semaphore and one shared memory object per process that forked
+# under it in /dev/shm: remove those this run made
+trap '"$CLUSTER" stop dates >/dev/null 2>&1 || true; rm -rf "$work"
+  find /dev/shm -maxdepth 1 -name "*faketime_*" -newer "$mark" -delete 2>/dev/null || true; rm -f "$mark"' EXIT
 mkdir -p "$work/sql" "$work/expected"
 for t in $TESTS; do
   cp "$ROOT/tests/pg_regress/sql/$t.sql" "$work/sql/"; cp -r "$ROOT/tests/pg_regress/sql/include" "$work/sql/"
@@ -33,7 +37,10 @@ pass=0 failed=0
 for m in "${moments[@]}"; do
   "$CLUSTER" stop dates >/dev/null 2>&1 || true
   # the server (and everything started from here) sees the clock start at $m, in UTC
-  if TZ=UTC LD_PRELOAD=$LIB FAKETIME="@$m" FAKETIME_DONT_RESET=1 "$CLUSTER" start dates "$PORT" >/dev/null \
+  # (passed as CLUSTER_ENV: libfaketime preloaded into root's processes would make its shared
+  # memory as root, and the server, run as postgres, fails to open it)
+  if CLUSTER_ENV=$(printf '%s\n' TZ=UTC "LD_PRELOAD=$LIB" "FAKETIME=@$m" FAKETIME_DONT_RESET=1) \
+     "$CLUSTER" start dates "$PORT" >/dev/null \
      && now=$(eval "$("$CLUSTER" env dates)"; psql -XAtq -d postgres -c "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')") \
      && [ "${now:0:10}" = "${m:0:10}" ] \
      && out=$(REGRESS_DIR=$work REGRESS_DB=audit_dates "$ROOT/tests/tools/regress.sh" dates 2>&1); then
