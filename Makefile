@@ -29,7 +29,7 @@ help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
 	@echo "make build        cargo build --release"
 	@echo "make install      install the extension into the system PostgreSQL 15"
-	@echo "make lint         cargo fmt --all --check, cargo clippy -D warnings (audit_ext, audit_core), tests/tools/lint_rules.py (SQLSTATEs and own events in README, no import circle)"
+	@echo "make lint         cargo fmt --all --check, cargo clippy -D warnings (audit_ext, audit_core), tests/tools/lint_rules.py (SQLSTATEs and own events in README, no import circle, unsafe only in src/pg/)"
 	@echo "make unit         cargo test -p audit_core, then the #[pg_test] unit tests (cargo pgrx test pg15)"
 	@echo "make regress      pg_regress tests in tests/pg_regress (cluster 'test', port $(TEST_PORT))"
 	@echo "make installcheck the same against an installed, running server (PGHOST, PGPORT, PGUSER; default the local one)"

@@ -11,13 +11,15 @@
 //! of their tables, which `audit._rules_changed()` sends whenever they change.
 
 use crate::event::{self, COLUMNS};
-use crate::pg::datum::{self, text as text_datum};
-use crate::pg::spi;
+use crate::pg::backend;
+use crate::pg::spi::{self, Plan, PlanBin};
+use crate::pg::tuple::Tuple;
+use crate::pg::value::Value;
 use audit_core::query::{self, Doc, EventView, Field, Query};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, OnceCell, RefCell};
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::CString;
 use std::rc::Rc;
 
 #[derive(thiserror::Error, Debug)]
@@ -93,20 +95,10 @@ fn group_name(group_by: &str) -> &'static str {
 #[pg_extern(volatile, parallel_unsafe, name = "_rules_changed")]
 fn rules_changed() {
     for table in [c"alert_rules", c"streams"] {
-        let oid = unsafe { relid(table) };
-        if oid != pg_sys::InvalidOid {
-            unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+        if let Some(oid) = backend::audit_relid(table) {
+            backend::invalidate_relcache(oid);
         }
     }
-}
-
-/// The oid of table `name` in schema audit (InvalidOid when missing).
-unsafe fn relid(name: &CStr) -> pg_sys::Oid {
-    let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
-    if ns == pg_sys::InvalidOid {
-        return ns;
-    }
-    pg_sys::get_relname_relid(name.as_ptr(), ns)
 }
 
 struct Rule {
@@ -120,14 +112,14 @@ struct Rule {
     /// When the rule was created (PostgreSQL-epoch µs): events before it never count.
     created_us: i64,
     group: Option<(&'static str, &'static str, Field)>,
-    channel: CString,
+    channel: String,
     severity: String,
     /// The count query, prepared on the rule's first match.
-    plan: Cell<pg_sys::SPIPlanPtr>,
+    plan: RefCell<Option<Plan>>,
 }
 
 struct Stream {
-    channel: CString,
+    channel: String,
     query: Option<Query>,
 }
 
@@ -140,15 +132,16 @@ struct Rules {
 thread_local! {
     static CACHE: RefCell<Option<Rc<Rules>>> = const { RefCell::new(None) };
     static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
-    static STALE: RefCell<Vec<pg_sys::SPIPlanPtr>> = const { RefCell::new(Vec::new()) };
+    static STALE: PlanBin = PlanBin::default();
     /// > 0 while an alert fires: the alert.fired event it records is streamed, not evaluated.
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-unsafe fn load() -> Rc<Rules> {
+fn load() -> Rc<Rules> {
     if let Some(r) = CACHE.with(|c| c.borrow().clone()) {
         return r;
     }
+    let relid = |t| backend::audit_relid(t).unwrap_or(pg_sys::InvalidOid);
     WATCHED.set([relid(c"alert_rules"), relid(c"streams")]);
     let mut out = Rules::default();
     Spi::connect(|client| {
@@ -179,9 +172,9 @@ unsafe fn load() -> Rc<Rules> {
                 window_text: human_interval(r.get::<i64>(4).ok().flatten().unwrap_or(0)),
                 created_us: r.get::<i64>(5).ok().flatten().unwrap_or(i64::MIN),
                 group: r.get::<String>(6).ok().flatten().and_then(|g| group_column(&g)),
-                channel: CString::new(r.get::<String>(7).ok().flatten().unwrap_or_default()).unwrap_or_default(),
+                channel: r.get::<String>(7).ok().flatten().unwrap_or_default(),
                 severity: r.get(8).ok().flatten().unwrap_or_default(),
-                plan: Cell::new(std::ptr::null_mut()),
+                plan: RefCell::new(None),
             });
         }
         let rows = client
@@ -196,7 +189,7 @@ unsafe fn load() -> Rc<Rules> {
                     Err(_) => continue,
                 },
             };
-            out.streams.push(Stream { channel: CString::new(channel).unwrap_or_default(), query });
+            out.streams.push(Stream { channel, query });
         }
     });
     let rc = Rc::new(out);
@@ -204,20 +197,18 @@ unsafe fn load() -> Rc<Rules> {
     rc
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+fn relcache_changed(relid: pg_sys::Oid) {
     if relid != pg_sys::InvalidOid && !WATCHED.get().contains(&relid) {
         return;
     }
     if let Some(rules) = CACHE.with(|c| c.borrow_mut().take()) {
-        STALE.with(|s| s.borrow_mut().extend(rules.rules.iter().map(|r| r.plan.get()).filter(|p| !p.is_null())));
+        STALE.with(|s| rules.rules.iter().filter_map(|r| r.plan.borrow_mut().take()).for_each(|p| s.retire(p)));
     }
 }
 
 /// One inserted event, read lazily from its tuple.
 struct TupleEvent {
-    values: Vec<pg_sys::Datum>,
-    nulls: Vec<bool>,
+    row: Tuple,
     attno: [usize; COLUMNS.len()],
     ip: OnceCell<Option<String>>,
     docs: [OnceCell<Option<serde_json::Value>>; 3],
@@ -225,18 +216,18 @@ struct TupleEvent {
 }
 
 impl TupleEvent {
-    fn get(&self, c: usize) -> Option<pg_sys::Datum> {
-        let i = self.attno[c];
-        (!self.nulls[i]).then(|| self.values[i])
+    fn get(&self, c: usize) -> Option<Value> {
+        self.row.get(self.attno[c])
     }
     fn at(&self) -> i64 {
-        self.get(event::AT).map(|d| d.value() as i64).unwrap_or(0)
+        self.get(event::AT).map(|v| v.timestamptz()).unwrap_or(0)
     }
     fn id(&self) -> i64 {
-        self.get(event::ID).map(|d| d.value() as i64).unwrap_or(0)
+        self.get(event::ID).map(|v| v.int8()).unwrap_or(0)
     }
     fn str(&self, c: usize) -> Option<&str> {
-        self.get(c).map(|d| unsafe { std::str::from_utf8(datum::bytes(d)).unwrap_or("") })
+        // (text in the database encoding, UTF-8 here; anything else reads as empty)
+        self.row.str_at(self.attno[c])
     }
 }
 
@@ -255,15 +246,7 @@ impl EventView for TupleEvent {
             Field::SessionId => event::SESSION_ID,
             Field::Message => event::MESSAGE,
             Field::ActorIp => {
-                return self
-                    .ip
-                    .get_or_init(|| {
-                        self.get(event::ACTOR_IP).map(|d| unsafe {
-                            let s = crate::pg::datum::call(pg_sys::inet_out, &[d]).expect("inet_out returned NULL");
-                            CStr::from_ptr(s.cast_mut_ptr::<c_char>()).to_string_lossy().into_owned()
-                        })
-                    })
-                    .as_deref()
+                return self.ip.get_or_init(|| self.get(event::ACTOR_IP).map(|v| v.inet_text())).as_deref()
             }
             _ => return None,
         };
@@ -278,11 +261,11 @@ impl EventView for TupleEvent {
     fn int(&self, field: Field) -> Option<i64> {
         let c = match field {
             Field::Id => event::ID,
-            Field::Chain => return self.get(event::CHAIN).map(|d| d.value() as i32 as i64),
+            Field::Chain => return self.get(event::CHAIN).map(|v| v.int4() as i64),
             Field::Seq => event::SEQ,
             _ => return None,
         };
-        self.get(c).map(|d| d.value() as i64)
+        self.get(c).map(|v| v.int8())
     }
     fn json(&self, doc: Doc) -> Option<&serde_json::Value> {
         let (slot, c) = match doc {
@@ -291,9 +274,7 @@ impl EventView for TupleEvent {
             Doc::New => (2, event::NEW),
         };
         self.docs[slot]
-            .get_or_init(|| {
-                self.get(c).and_then(|d| unsafe { serde_json::from_slice(datum::jsonb_text(d).to_bytes()).ok() })
-            })
+            .get_or_init(|| self.get(c).and_then(|v| v.with_jsonb_text(|t| serde_json::from_slice(t.to_bytes()).ok())))
             .as_ref()
     }
 }
@@ -312,55 +293,51 @@ impl Drop for Firing {
     }
 }
 
-finfo_v1!(pg_finfo_audit_evaluate_alerts);
-
-/// `audit.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`. It runs
-/// as whoever inserts (the extension's owner inside audit_ext's own functions) and follows the
-/// rule of src/pg/elevate.rs: rules are matched in memory, and the SQL a match costs (kept plans
-/// built from the translator's fixed vocabulary, values as parameters) runs under a pinned path.
-#[no_mangle]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let ctx = (*fcinfo).context;
-    if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
-        crate::error::raise(AlertError::NotAlertTrigger("it is a trigger function"));
+crate::c_function!(
+    /// `audit.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`. It runs
+    /// as whoever inserts (the extension's owner inside audit_ext's own functions) and follows the
+    /// rule of src/pg/elevate.rs: rules are matched in memory, and the SQL a match costs (kept plans
+    /// built from the translator's fixed vocabulary, values as parameters) runs under a pinned path.
+    pg_finfo_audit_evaluate_alerts,
+    audit_evaluate_alerts,
+    &[],
+    |call| {
+        let Some(trigger) = call.trigger().filter(|t| t.is_row()) else {
+            crate::error::raise(AlertError::NotAlertTrigger("it is a trigger function"))
+        };
+        evaluate_event(&trigger);
+        Some(Value::void())
     }
-    let td = ctx as *mut pg_sys::TriggerData;
+);
+
+fn evaluate_event(trigger: &crate::pg::trigger::Trigger) {
     if crate::gucs::restoring() {
-        return pg_sys::Datum::from(0); // restored events are not new: no alerts, no streams
+        return; // restored events are not new: no alerts, no streams
     }
     // (loaded once per backend; only the load itself needs the pinned path)
     let rules = match CACHE.with(|c| c.borrow().clone()) {
         Some(r) => r,
-        None => crate::pg::elevate::with_pinned_path(|| load()),
+        None => crate::pg::elevate::with_pinned_path(load),
     };
     let nested = DEPTH.get() > 0;
     if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {
-        return pg_sys::Datum::from(0);
+        return;
     }
-    STALE.with(|s| {
-        s.borrow_mut().drain(..).for_each(|p| {
-            pg_sys::SPI_freeplan(p);
-        })
-    });
-    let desc = (*(*td).tg_relation).rd_att;
-    let Some(attno) = event::attnos(&pgrx::PgTupleDesc::from_pg_unchecked(desc)) else {
+    STALE.with(PlanBin::empty);
+    let Some(attno) = event::attnos(&trigger.desc()) else {
         crate::error::raise(AlertError::NotAlertTrigger("it only works on audit.events"));
     };
-    let natts = (*desc).natts as usize;
-    let mut ev = TupleEvent {
-        values: vec![pg_sys::Datum::from(0); natts],
-        nulls: vec![true; natts],
+    let ev = TupleEvent {
+        row: trigger.row(),
         attno,
         ip: OnceCell::new(),
         docs: Default::default(),
-        now: pg_sys::GetCurrentTimestamp() + audit_core::hash::PG_EPOCH_OFFSET_US,
+        now: backend::now() + audit_core::hash::PG_EPOCH_OFFSET_US,
     };
-    pg_sys::heap_deform_tuple((*td).tg_trigtuple, desc, ev.values.as_mut_ptr(), ev.nulls.as_mut_ptr());
 
     for s in &rules.streams {
         if s.query.as_ref().is_none_or(|q| q.matches(&ev)) {
-            crate::pg::elevate::with_pinned_path(|| notify(&s.channel, &stream_payload(&ev)));
+            crate::pg::elevate::with_pinned_path(|| backend::notify(&s.channel, &stream_payload(&ev)));
         }
     }
     if !nested {
@@ -370,7 +347,6 @@ pub unsafe extern "C-unwind" fn audit_evaluate_alerts(fcinfo: pg_sys::FunctionCa
             }
         }
     }
-    pg_sys::Datum::from(0)
 }
 
 /// `5 minutes`, `1 hour 30 minutes`, `4 seconds`: the window as alert payloads show it,
@@ -417,13 +393,9 @@ fn stream_payload(ev: &TupleEvent) -> String {
     .to_string()
 }
 
-unsafe fn notify(channel: &CStr, payload: &str) {
-    crate::pg::datum::call(pg_sys::pg_notify, &[text_datum(channel.to_bytes()), text_datum(payload.as_bytes())]);
-}
-
 /// Counts the rule's events in its window for the event's group and fires at the threshold,
 /// once per window and group: counting starts after the group's last firing.
-unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
+fn evaluate(rule: &Rule, ev: &TupleEvent) {
     let spi = spi::Connection::open();
     let group_value: Option<String> = rule.group.and_then(|(_, _, f)| ev.text(f).map(str::to_owned));
     let grp = serde_json::to_string(&group_value).unwrap_or_default();
@@ -431,17 +403,14 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
 
     spi.run(
         c"SELECT fired_at FROM audit.alert_state WHERE alert = $1 AND grp = $2",
-        &[
-            (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
-            (pg_sys::TEXTOID, Some(text_datum(grp.as_bytes()))),
-        ],
+        &[(pg_sys::TEXTOID, Some(text(&rule.name))), (pg_sys::TEXTOID, Some(text(&grp)))],
         false,
     );
     let last_fired = spi.cell(0, 1);
     let window_start = at - rule.window_us;
-    let since = last_fired.map_or(window_start, |d| (d.value() as i64).max(window_start)).max(rule.created_us);
+    let since = last_fired.map_or(window_start, |v| v.timestamptz().max(window_start)).max(rule.created_us);
 
-    if rule.plan.get().is_null() {
+    if rule.plan.borrow().is_none() {
         let group_sql = match rule.group {
             Some((col, ty, _)) => format!(" AND e.{col} IS NOT DISTINCT FROM ($4)::{ty}"),
             None => " AND $4::text IS NULL".to_string(),
@@ -453,24 +422,24 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         ))
         .unwrap();
         let types = [pg_sys::TEXTARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID];
-        rule.plan.set(spi::kept_plan(&sql, &types));
+        *rule.plan.borrow_mut() = Some(spi.keep_plan(&sql, &types));
     }
-    let params = rule.params.clone().into_datum().unwrap();
+    let plan = rule.plan.borrow().clone().expect("the rule's plan was just made");
     let args = [
-        Some(params),
-        Some(pg_sys::Datum::from(since)),
-        Some(pg_sys::Datum::from(at)),
-        group_value.as_deref().map(|g| text_datum(g.as_bytes())),
+        Value::from_pgrx(rule.params.clone()),
+        Some(Value::from_timestamptz(since)),
+        Some(Value::from_timestamptz(at)),
+        group_value.as_deref().map(text),
     ];
     // read_only = false: a fresh snapshot after a command-counter bump, so the count includes
     // the event that fired this trigger (the statement's own snapshot predates it).
-    spi.execute(rule.plan.get(), &args, false);
-    let count = spi.cell(0, 1).map_or(0, |d| d.value() as i64);
+    spi.execute(&plan, &args, false);
+    let count = spi.cell(0, 1).map_or(0, |v| v.int8());
     if count < rule.threshold {
         return;
     }
-    let first_id = spi.cell(0, 2).map(|d| d.value() as i64);
-    let last_id = spi.cell(0, 3).map(|d| d.value() as i64);
+    let first_id = spi.cell(0, 2).map(|v| v.int8());
+    let last_id = spi.cell(0, 3).map(|v| v.int8());
 
     // One firing transaction per rule and group at a time, without waiting: a transaction
     // that fired and stays open holds the group's row in alert_state, and a writer must never
@@ -492,9 +461,9 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
           ON CONFLICT (alert, grp) DO UPDATE SET fired_at = excluded.fired_at, fired_count = s.fired_count + 1 \
           WHERE s.fired_at IS NOT DISTINCT FROM $4 RETURNING 1",
         &[
-            (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
-            (pg_sys::TEXTOID, Some(text_datum(grp.as_bytes()))),
-            (pg_sys::TIMESTAMPTZOID, Some(pg_sys::Datum::from(at))),
+            (pg_sys::TEXTOID, Some(text(&rule.name))),
+            (pg_sys::TEXTOID, Some(text(&grp))),
+            (pg_sys::TIMESTAMPTZOID, Some(Value::from_timestamptz(at))),
             (pg_sys::TIMESTAMPTZOID, last_fired),
         ],
         false,
@@ -516,20 +485,17 @@ unsafe fn evaluate(rule: &Rule, ev: &TupleEvent) {
         "at": event::iso_utc(ev.at_micros()),
     })
     .to_string();
-    notify(&rule.channel, &payload);
+    backend::notify(&rule.channel, &payload);
     {
         let _firing = Firing::enter();
         spi.run(
             c"SELECT audit._event('alert.fired', 'alert', 'alert', $2, $1, NULL, $4::jsonb, $5, $3)",
             &[
-                (pg_sys::TEXTOID, Some(text_datum(rule.name.as_bytes()))),
-                (pg_sys::TEXTOID, group_value.as_deref().map(|g| text_datum(cut_str(g).as_bytes()))),
-                (pg_sys::TEXTOID, Some(text_datum(rule.severity.as_bytes()))),
-                (pg_sys::TEXTOID, Some(text_datum(payload.as_bytes()))),
-                (
-                    pg_sys::TEXTOID,
-                    Some(text_datum(format!("{count} matching events within {}", rule.window_text).as_bytes())),
-                ),
+                (pg_sys::TEXTOID, Some(text(&rule.name))),
+                (pg_sys::TEXTOID, group_value.as_deref().map(|g| text(&cut_str(g)))),
+                (pg_sys::TEXTOID, Some(text(&rule.severity))),
+                (pg_sys::TEXTOID, Some(text(&payload))),
+                (pg_sys::TEXTOID, Some(text(&format!("{count} matching events within {}", rule.window_text)))),
             ],
             false,
         );
@@ -556,6 +522,10 @@ fn cut_str(s: &str) -> String {
     out
 }
 
+fn text(s: &str) -> Value {
+    Value::from_text(s.as_bytes())
+}
+
 pub fn init() {
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
+    crate::pg::callbacks::on_relcache_invalidation(relcache_changed);
 }

@@ -5,14 +5,16 @@
 
 use crate::error::raise;
 use crate::event::{self, COLUMNS};
-use crate::pg::datum::{self, bytea, call, concat, jsonb, text};
+use crate::pg::backend;
+use crate::pg::trigger::{row_result, RowResult, Trigger};
+use crate::pg::tuple::Tuple;
+use crate::pg::value::Value;
 use crate::{chain, gucs, vocab};
 use audit_core::hash::PG_EPOCH_OFFSET_US;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, PgTupleDesc};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CStr;
 
 /// 10000-01-01 00:00:00 UTC in PostgreSQL-epoch microseconds: `at` must be before it.
 const MAX_AT: i64 = 252_455_616_000_000_000;
@@ -105,48 +107,36 @@ thread_local! {
 fn chain_event<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
-    let td = trigger.trigger_data();
-    unsafe {
-        let tuple = append(td).unwrap_or_else(|e| raise(e));
-        let desc = PgTupleDesc::from_pg_unchecked((*td.tg_relation).rd_att);
-        Ok(Some(PgHeapTuple::from_heap_tuple(desc, tuple)))
-    }
+    let result = append(&Trigger::of(trigger)).unwrap_or_else(|e| raise(e));
+    Ok(Some(row_result(trigger, result)))
 }
 
 /// A deformed `audit.events` tuple, addressed by canonical column index.
 struct Row<'l> {
     layout: &'l Layout,
-    values: Vec<pg_sys::Datum>,
-    nulls: Vec<bool>,
+    tuple: Tuple,
 }
 
 impl Row<'_> {
-    fn get(&self, c: usize) -> Option<pg_sys::Datum> {
-        let i = self.layout.attno[c];
-        (!self.nulls[i]).then(|| self.values[i])
+    fn get(&self, c: usize) -> Option<Value> {
+        self.tuple.get(self.layout.attno[c])
     }
-    fn set(&mut self, c: usize, d: pg_sys::Datum) {
-        let i = self.layout.attno[c];
-        self.values[i] = d;
-        self.nulls[i] = false;
+    fn set(&mut self, c: usize, v: Value) {
+        self.tuple.set(self.layout.attno[c], v);
     }
-    unsafe fn text(&self, c: usize) -> Option<std::borrow::Cow<'_, str>> {
-        self.get(c).map(|d| String::from_utf8_lossy(datum::bytes(d)))
+    fn text(&self, c: usize) -> Option<std::borrow::Cow<'_, str>> {
+        self.tuple.bytes_at(self.layout.attno[c]).map(String::from_utf8_lossy)
     }
 }
 
-unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendError> {
-    let rel = td.tg_relation;
-    let desc = (*rel).rd_att;
-    let layout = layout(rel)?;
-    let mut row =
-        Row { layout: &layout, values: vec![pg_sys::Datum::from(0); layout.natts], nulls: vec![false; layout.natts] };
-    pg_sys::heap_deform_tuple(td.tg_trigtuple, desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
+fn append(trigger: &Trigger) -> Result<RowResult, AppendError> {
+    let layout = layout(trigger)?;
+    let mut row = Row { layout: &layout, tuple: trigger.row() };
 
     let chain_columns = [event::ID, event::CHAIN, event::SEQ, event::TXID, event::PREV_HASH, event::HASH];
     if let Some(&c) = chain_columns.iter().find(|&&c| row.get(c).is_some()) {
         if gucs::restoring() {
-            return restored(td, &row);
+            return restored(&row);
         }
         return Err(AppendError::Generated { column: COLUMNS[c].0 });
     }
@@ -154,10 +144,10 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
     validate(&row)?;
 
     let at = match row.get(event::AT) {
-        Some(d) => d.value() as i64,
+        Some(v) => v.timestamptz(),
         None => {
-            let now = pg_sys::GetCurrentTimestamp();
-            row.set(event::AT, pg_sys::Datum::from(now));
+            let now = backend::now();
+            row.set(event::AT, Value::from_timestamptz(now));
             now
         }
     };
@@ -169,60 +159,56 @@ unsafe fn append(td: &pg_sys::TriggerData) -> Result<pg_sys::HeapTuple, AppendEr
         return Err(AppendError::BadTimestamp);
     }
 
-    let class_i = layout.class_attno;
-    let class = if row.nulls[class_i] { 0 } else { row.values[class_i].value() as i32 };
+    let class = row.tuple.get(layout.class_attno).map_or(0, |v| v.int4());
     crate::retention::partitions::after_route(class);
     let tail = chain::tail(class);
     let seq = tail.seq + 1;
-    row.set(event::CHAIN, pg_sys::Datum::from(tail.chain));
-    row.set(event::SEQ, pg_sys::Datum::from(seq));
-    row.set(event::TXID, pg_sys::Datum::from(pg_sys::GetTopFullTransactionId().value as i64));
+    row.set(event::CHAIN, Value::from_int4(tail.chain));
+    row.set(event::SEQ, Value::from_int8(seq));
+    row.set(event::TXID, Value::from_int8(backend::top_full_xid()));
     if let Some(prev) = tail.hash {
-        row.set(event::PREV_HASH, bytea(&prev));
+        row.set(event::PREV_HASH, Value::from_bytea(&prev));
     }
-    let id = call(pg_sys::nextval_oid, &[pg_sys::Datum::from(layout.id_seq)]).expect("nextval returned NULL");
-    row.set(event::ID, id);
+    let id = backend::nextval(layout.id_seq);
+    row.set(event::ID, Value::from_int8(id));
     if let Some(None) = ID_FOR_CALLER.get() {
-        ID_FOR_CALLER.set(Some(Some(id.value() as i64)));
+        ID_FOR_CALLER.set(Some(Some(id)));
     }
 
     for (c, field) in [(event::OLD, "old"), (event::NEW, "new"), (event::METADATA, "metadata")] {
-        if let Some(d) = row.get(c) {
-            if datum::jsonb_deeper_than(d, event::MAX_JSON_DEPTH) {
-                return Err(AppendError::TooDeep { field, limit: event::MAX_JSON_DEPTH });
-            }
+        if row.get(c).is_some_and(|v| v.jsonb_deeper_than(event::MAX_JSON_DEPTH)) {
+            return Err(AppendError::TooDeep { field, limit: event::MAX_JSON_DEPTH });
         }
     }
-    let (hash, size) = event::hash_datums(|c| row.get(c));
+    let (hash, size) = event::hash_values(|c| row.get(c));
     let limit = gucs::MAX_EVENT_BYTES.get();
     if size > limit as usize {
         return Err(AppendError::TooLarge { size, limit });
     }
-    row.set(event::HASH, bytea(&hash));
+    row.set(event::HASH, Value::from_bytea(&hash));
     if crate::mirror::enabled() {
         crate::mirror::stage(|c| row.get(c));
     }
-    let tuple = pg_sys::heap_form_tuple(desc, row.values.as_mut_ptr(), row.nulls.as_mut_ptr());
     chain::advance(class, seq, hash);
-    Ok(tuple)
+    Ok(RowResult::Replace(row.tuple))
 }
 
 /// A complete event from a dump, loaded in restore mode: kept exactly as it is if its hash
 /// matches its columns. Its link to the previous event cannot be checked here (pg_dump writes
 /// rows in heap order, not chain order): `audit.verify()` checks the restored chains whole.
-unsafe fn restored(td: &pg_sys::TriggerData, row: &Row) -> Result<pg_sys::HeapTuple, AppendError> {
+fn restored(row: &Row) -> Result<RowResult, AppendError> {
     for c in [event::ID, event::AT, event::CHAIN, event::SEQ, event::TXID, event::HASH] {
         if row.get(c).is_none() {
             return Err(AppendError::RestoredIncomplete { column: COLUMNS[c].0 });
         }
     }
-    let (hash, _) = event::hash_datums(|c| row.get(c));
-    let stored = row.get(event::HASH).map(|d| datum::bytes(d)).unwrap_or_default();
+    let (hash, _) = event::hash_values(|c| row.get(c));
+    let stored = row.tuple.bytes_at(row.layout.attno[event::HASH]).unwrap_or_default();
     if stored != hash.as_slice() {
-        let id = row.get(event::ID).map(|d| d.value() as i64).unwrap_or(0);
+        let id = row.get(event::ID).map_or(0, |v| v.int8());
         return Err(AppendError::RestoredMismatch { id });
     }
-    Ok(td.tg_trigtuple)
+    Ok(RowResult::Keep)
 }
 
 /// Actor, IP, session, application and metadata that the caller left NULL come from
@@ -233,7 +219,7 @@ unsafe fn restored(td: &pg_sys::TriggerData, row: &Row) -> Result<pg_sys::HeapTu
 /// taken from it is marked: `metadata.asserted` lists them, and the session's own values sit
 /// next to them (`db_user`, `db_client_ip`, `db_session_id`), so the database role and
 /// connection behind an asserted actor are never lost.
-unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
+fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     let mut asserted: Vec<&str> = vec![];
     // A direct INSERT (not one of audit_ext's own, which run as the extension's owner inside a
     // SECURITY DEFINER function or crate::elevate): who and when it names are the inserter's
@@ -263,25 +249,20 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         let actor = match gucs::context(&gucs::CONTEXT_ACTOR) {
             Some(v) => {
                 asserted.push("actor");
-                text(v.to_bytes())
+                Value::from_text(v.to_bytes())
             }
-            None => text(session_user().to_bytes()),
+            None => Value::from_text(backend::session_user_name().as_bytes()),
         };
         row.set(event::ACTOR, actor);
     }
     let (session_id, client_ip) = session_defaults();
-    let client_ip_datum = |b: &Vec<u8>| {
-        let p = pg_sys::palloc(b.len()) as *mut u8;
-        std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
-        pg_sys::Datum::from(p)
-    };
     if row.get(event::ACTOR_IP).is_none() {
         let ip = match gucs::context(&gucs::CONTEXT_ACTOR_IP) {
             Some(v) => {
                 asserted.push("actor_ip");
-                call(pg_sys::inet_in, &[pg_sys::Datum::from(v.as_ptr())])
+                Some(Value::parse_inet(&v))
             }
-            None => client_ip.as_ref().map(client_ip_datum),
+            None => client_ip.as_deref().map(Value::from_inet_bytes),
         };
         if let Some(ip) = ip {
             row.set(event::ACTOR_IP, ip);
@@ -291,9 +272,9 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         let sid = match gucs::context(&gucs::CONTEXT_SESSION_ID) {
             Some(v) => {
                 asserted.push("session_id");
-                text(v.to_bytes())
+                Value::from_text(v.to_bytes())
             }
-            None => text(session_id.as_bytes()),
+            None => Value::from_text(session_id.as_bytes()),
         };
         row.set(event::SESSION_ID, sid);
     }
@@ -301,12 +282,9 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         let app = match gucs::context(&gucs::CONTEXT_APPLICATION) {
             Some(v) => {
                 asserted.push("application");
-                Some(text(v.to_bytes()))
+                Some(Value::from_text(v.to_bytes()))
             }
-            None if !pg_sys::application_name.is_null() && *pg_sys::application_name != 0 => {
-                Some(text(CStr::from_ptr(pg_sys::application_name).to_bytes()))
-            }
-            None => None,
+            None => backend::application_name().map(|a| Value::from_text(a.as_bytes())),
         };
         if let Some(app) = app {
             row.set(event::APPLICATION, app);
@@ -315,39 +293,34 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     // Metadata: the context's keys, then the event's own (which win), then the marks of an
     // asserted context (which win over both: nobody can forge them).
     let meta = row.get(event::METADATA);
-    if let Some(m) = meta {
-        if !datum::jsonb_is_object(m) {
-            return Err(AppendError::MetadataNotObject);
-        }
+    if meta.is_some_and(|m| !m.jsonb_is_object()) {
+        return Err(AppendError::MetadataNotObject);
     }
     let ctx_meta = gucs::context(&gucs::CONTEXT_METADATA);
     if ctx_meta.is_some() {
         asserted.push("metadata");
     }
     if !asserted.is_empty() || meta.is_none() {
-        let mut merged = jsonb(ctx_meta.as_deref().unwrap_or(c"{}"));
-        if !datum::jsonb_is_object(merged) {
-            merged = jsonb(c"{}");
+        let mut merged = Value::parse_jsonb(ctx_meta.as_deref().unwrap_or(c"{}"));
+        if !merged.jsonb_is_object() {
+            merged = Value::parse_jsonb(c"{}");
         }
         if let Some(m) = meta {
-            merged = concat(merged, m);
+            merged = Value::jsonb_concat(merged, m);
         }
         if !asserted.is_empty() {
             let mut marks = serde_json::json!({
                 "asserted": asserted,
-                "db_user": session_user().to_string_lossy(),
+                "db_user": backend::session_user_name(),
             });
             // a context stands in for the connection: keep the connection's own values too
             if asserted.len() > direct {
-                let ip = client_ip.as_ref().map(|b| {
-                    let s = call(pg_sys::inet_out, &[client_ip_datum(b)]).expect("inet_out returned NULL");
-                    CStr::from_ptr(s.cast_mut_ptr()).to_string_lossy().into_owned()
-                });
+                let ip = client_ip.as_deref().map(|b| Value::from_inet_bytes(b).inet_text());
                 marks["db_client_ip"] = ip.into();
                 marks["db_session_id"] = session_id.clone().into();
             }
             let extra = std::ffi::CString::new(marks.to_string()).unwrap();
-            merged = concat(merged, jsonb(&extra));
+            merged = Value::jsonb_concat(merged, Value::parse_jsonb(&extra));
         }
         row.set(event::METADATA, merged);
     }
@@ -357,13 +330,11 @@ unsafe fn fill_context(row: &mut Row) -> Result<(), AppendError> {
 /// Whether this INSERT is audit_ext's own: the current user is the extension's owner inside a
 /// SECURITY DEFINER function (audit.record, the SQL functions of retention and alerts) or a
 /// switch of [`crate::elevate`] (capture, role capture).
-unsafe fn internal_insert() -> bool {
-    let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
-    pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-    sec & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 != 0 && user == crate::pg::elevate::extension_owner()
+fn internal_insert() -> bool {
+    backend::switched_to(crate::pg::elevate::extension_owner())
 }
 
-unsafe fn validate(row: &Row) -> Result<(), AppendError> {
+fn validate(row: &Row) -> Result<(), AppendError> {
     let action = row.text(event::ACTION);
     let invalid = |problem: String, fix: &str| Err(AppendError::Invalid { field: "action", problem, fix: fix.into() });
     match action.as_deref() {
@@ -402,11 +373,11 @@ unsafe fn validate(row: &Row) -> Result<(), AppendError> {
     one_of(event::SEVERITY, "severity", &vocab::SEVERITIES)
 }
 
-/// Attribute positions of our columns in `rel`, checked against the live tuple descriptor so
-/// that ALTER TABLE can never make us write into the wrong column.
-unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
-    let relid = (*rel).rd_id;
-    let desc = PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+/// Attribute positions of our columns in the trigger's table, checked against the live tuple
+/// descriptor so that ALTER TABLE can never make us write into the wrong column.
+fn layout(trigger: &Trigger) -> Result<Layout, AppendError> {
+    let relid = trigger.relid();
+    let desc = trigger.desc();
     let matches = |l: &Layout| {
         l.natts == desc.len()
             && COLUMNS
@@ -418,16 +389,12 @@ unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
     if let Some(l) = LAYOUTS.with(|m| m.borrow().get(&relid).cloned()).filter(matches) {
         return Ok(l);
     }
+    let ns = trigger.namespace();
     let table = || {
-        let ns = CStr::from_ptr(pg_sys::get_namespace_name((*rel).rd_rel.as_ref().unwrap().relnamespace));
-        format!("{}.{}", ns.to_string_lossy(), CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy())
+        format!("{}.{}", backend::namespace_name(ns).unwrap_or_default(), backend::rel_name(relid).unwrap_or_default())
     };
     let attno = event::attnos(&desc).ok_or_else(|| AppendError::WrongTable { table: table() })?;
-    let ns = (*(*rel).rd_rel).relnamespace;
-    let id_seq = pg_sys::get_relname_relid(c"events_id_seq".as_ptr(), ns);
-    if id_seq == pg_sys::InvalidOid {
-        return Err(AppendError::WrongTable { table: table() });
-    }
+    let id_seq = backend::relid_in(ns, c"events_id_seq").ok_or_else(|| AppendError::WrongTable { table: table() })?;
     let class_attno = desc
         .iter()
         .position(|a| !a.is_dropped() && a.name() == "retention_class")
@@ -437,23 +404,13 @@ unsafe fn layout(rel: pg_sys::Relation) -> Result<Layout, AppendError> {
     Ok(l)
 }
 
-unsafe fn session_user() -> &'static CStr {
-    CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), false))
-}
-
 /// Session id and client address, computed once per backend.
-unsafe fn session_defaults() -> (String, Option<Vec<u8>>) {
+fn session_defaults() -> (String, Option<Vec<u8>>) {
     SESSION.with(|s| {
         s.borrow_mut()
             .get_or_insert_with(|| {
-                let (start, pid) = (pg_sys::MyStartTime, pg_sys::MyProcPid);
-                let sid = format!("{start:x}.{pid:x}");
-                let ip = pgrx::direct_function_call_as_datum(pg_sys::inet_client_addr, &[]).map(|d| {
-                    let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
-                    let len = pgrx::varlena::varsize_any(v);
-                    std::slice::from_raw_parts(v as *const u8, len).to_vec()
-                });
-                (sid, ip)
+                let sid = format!("{:x}.{:x}", backend::start_time(), backend::pid());
+                (sid, backend::client_addr_bytes())
             })
             .clone()
     })

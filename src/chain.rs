@@ -17,10 +17,12 @@
 
 use crate::error::raise;
 use crate::gucs;
-use crate::pg::{datum, elevate, locks, spi};
+use crate::pg::callbacks::{self, SubXact, XactEnd};
+use crate::pg::spi::{self, Plan};
+use crate::pg::value::Value;
+use crate::pg::{backend, elevate, locks};
 use pgrx::pg_sys;
 use std::cell::RefCell;
-use std::ffi::c_void;
 
 /// Chains of retention class k are k × CLASS_STRIDE + n.
 pub const CLASS_STRIDE: i32 = 1000;
@@ -50,7 +52,7 @@ struct XactState {
 
 thread_local! {
     static STATE: RefCell<XactState> = RefCell::new(XactState::default());
-    static HEAD_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
+    static HEAD_PLAN: RefCell<Option<Plan>> = const { RefCell::new(None) };
 }
 
 /// The tail this transaction appends after in retention class `class`, taking a chain of
@@ -59,7 +61,7 @@ pub fn tail(class: i32) -> Tail {
     if let Some(t) = STATE.with(|s| s.borrow().tails.iter().find(|(c, _)| *c == class).map(|(_, t)| *t)) {
         return t;
     }
-    let t = unsafe { take_chain(class) };
+    let t = take_chain(class);
     STATE.with(|s| s.borrow_mut().tails.push((class, t)));
     t
 }
@@ -79,7 +81,7 @@ pub fn advance(class: i32, seq: i64, hash: [u8; 32]) {
 /// of open transactions a role can keep makes other writers queue; only when all 999 chains
 /// of the class are held does it wait, for at most [`CHAIN_WAIT_US`], and then fails with
 /// 55P03. A transaction holds one chain lock per class it writes.
-unsafe fn take_chain(class: i32) -> Tail {
+fn take_chain(class: i32) -> Tail {
     let base = class.saturating_mul(CLASS_STRIDE);
     if crate::maintenance::active() {
         // audit_ext's own retention and partition functions hold strong table locks that
@@ -92,22 +94,21 @@ unsafe fn take_chain(class: i32) -> Tail {
         return Tail { chain, seq, hash };
     }
     let n = gucs::CHAINS.get().clamp(1, MAINTENANCE_CHAIN);
-    let first = (pg_sys::MyProcPid as u32 % n as u32) as i32;
+    let first = (backend::pid() as u32 % n as u32) as i32;
     let chain = (0..n)
         .map(|i| base + (first + i) % n)
         .chain((n..MAINTENANCE_CHAIN).map(|i| base + i))
         .find(|&c| locks::chain(c, false))
         .unwrap_or_else(|| {
-            let deadline = pg_sys::GetCurrentTimestamp() + CHAIN_WAIT_US;
+            let deadline = backend::now() + CHAIN_WAIT_US;
             loop {
                 if let Some(c) = (0..n).map(|i| base + (first + i) % n).find(|&c| locks::chain(c, false)) {
                     break c;
                 }
-                if pg_sys::GetCurrentTimestamp() > deadline {
+                if backend::now() > deadline {
                     raise(ChainError::Busy { class });
                 }
-                pg_sys::pg_usleep(10_000);
-                pgrx::check_for_interrupts!();
+                backend::sleep_us(10_000);
             }
         });
     let (seq, hash) = read_head(chain, class);
@@ -140,75 +141,59 @@ impl crate::error::SqlError for ChainError {
 /// Last (seq, hash) of `chain` as of now, not as of the transaction snapshot: the last event
 /// left, or the retention anchor when retention dropped the chain's newest events (its next
 /// event then links to the dropped one, as if nothing had been dropped).
-unsafe fn read_head(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
+fn read_head(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
     elevate::with_pinned_path(|| read_head_pinned(chain, class))
 }
 
-unsafe fn read_head_pinned(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
+fn read_head_pinned(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
     let spi = spi::Connection::open();
     let plan = HEAD_PLAN.with(|p| {
-        *p.borrow_mut().get_or_insert_with(|| {
-            spi::kept_plan(
-                c"SELECT seq, hash FROM ( \
+        p.borrow_mut()
+            .get_or_insert_with(|| {
+                spi.keep_plan(
+                    c"SELECT seq, hash FROM ( \
                     (SELECT e.seq, e.hash FROM audit.events e \
                      WHERE e.retention_class = $2 AND e.chain = $1 ORDER BY e.seq DESC LIMIT 1) \
                     UNION ALL \
                     (SELECT a.to_seq, a.to_hash FROM audit.retention_anchors a \
                      WHERE a.chain = $1 ORDER BY a.to_seq DESC LIMIT 1)) h \
                   ORDER BY seq DESC LIMIT 1",
-                &[pg_sys::INT4OID, pg_sys::INT4OID],
-            )
-        })
+                    &[pg_sys::INT4OID, pg_sys::INT4OID],
+                )
+            })
+            .clone()
     });
-    let rc = spi.execute_latest(plan, &[Some(pg_sys::Datum::from(chain)), Some(pg_sys::Datum::from(class))], 1);
+    let rc = spi.execute_latest(&plan, &[Some(Value::from_int4(chain)), Some(Value::from_int4(class))], 1);
     if rc != pg_sys::SPI_OK_SELECT as i32 {
         pgrx::error!("audit_ext: reading the chain head failed ({rc})");
     }
     let (Some(seq), Some(hash)) = (spi.cell(0, 1), spi.cell(0, 2)) else {
         return (0, None);
     };
-    let b = datum::bytes(hash);
+    let b = hash.bytes();
     let h: [u8; 32] = b.try_into().unwrap_or_else(|_| {
         raise(ChainError::BadHead { chain, what: "at its head (an event or a retention anchor)", len: b.len() })
     });
-    (seq.value() as i64, Some(h))
+    (seq.int8(), Some(h))
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
-    use pg_sys::XactEvent::*;
-    if matches!(
-        event,
-        XACT_EVENT_COMMIT
-            | XACT_EVENT_ABORT
-            | XACT_EVENT_PREPARE
-            | XACT_EVENT_PARALLEL_COMMIT
-            | XACT_EVENT_PARALLEL_ABORT
-    ) {
-        STATE.with(|s| *s.borrow_mut() = XactState::default());
-        crate::maintenance::xact_end();
-    }
+fn transaction_end(_: XactEnd) {
+    STATE.with(|s| *s.borrow_mut() = XactState::default());
+    crate::maintenance::xact_end();
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
-    event: pg_sys::SubXactEvent::Type,
-    my_subid: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut c_void,
-) {
-    use pg_sys::SubXactEvent::*;
+fn subtransaction(event: SubXact, my_subid: pg_sys::SubTransactionId) {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         match event {
-            SUBXACT_EVENT_START_SUB => {
+            SubXact::Start => {
                 let t = s.tails.clone();
                 s.saved.push((my_subid, t));
             }
-            SUBXACT_EVENT_COMMIT_SUB if s.saved.last().is_some_and(|(id, _)| *id == my_subid) => {
+            SubXact::Commit if s.saved.last().is_some_and(|(id, _)| *id == my_subid) => {
                 s.saved.pop();
             }
-            SUBXACT_EVENT_ABORT_SUB => {
+            SubXact::Abort => {
                 crate::maintenance::subxact_abort(my_subid);
                 if let Some(pos) = s.saved.iter().rposition(|(id, _)| *id == my_subid) {
                     let t = std::mem::take(&mut s.saved[pos].1);
@@ -222,8 +207,6 @@ unsafe extern "C-unwind" fn subxact_callback(
 }
 
 pub fn init() {
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
-    }
+    callbacks::on_transaction_end(transaction_end);
+    callbacks::on_subtransaction(subtransaction);
 }

@@ -78,22 +78,16 @@ impl crate::error::SqlError for CheckpointError {
 /// This database's identity in a payload: the cluster's system identifier (as in
 /// `pg_control_system()`, which needs no privilege read this way) and the database's name.
 fn database() -> Database {
-    // SAFETY: GetSystemIdentifier reads the control file data in shared memory;
-    // get_database_name returns a palloc'd copy (or NULL), read at once.
-    unsafe {
-        let system_identifier = pgrx::pg_sys::GetSystemIdentifier().to_string();
-        let name = pgrx::pg_sys::get_database_name(pgrx::pg_sys::MyDatabaseId);
-        let name =
-            if name.is_null() { String::new() } else { std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned() };
-        Database { system_identifier, name }
+    Database {
+        system_identifier: crate::pg::backend::system_identifier().to_string(),
+        name: crate::pg::backend::database_name(),
     }
 }
 
 /// A new key from the server's strong random source (`pg_strong_random`).
 fn new_key() -> SigningKey {
     let mut secret = [0u8; 32];
-    // SAFETY: pg_strong_random writes exactly len bytes into the buffer.
-    if !unsafe { pgrx::pg_sys::pg_strong_random(secret.as_mut_ptr().cast(), secret.len()) } {
+    if !crate::pg::backend::strong_random(&mut secret) {
         pgrx::error!("audit_ext: the server's strong random source failed");
     }
     SigningKey::from_bytes(&secret)
@@ -174,9 +168,7 @@ fn make_checkpoint() -> JsonB {
             })
             .unwrap_or_default()
     });
-    let at = crate::event::iso_utc(
-        unsafe { pgrx::pg_sys::GetCurrentTransactionStartTimestamp() } + audit_core::hash::PG_EPOCH_OFFSET_US,
-    );
+    let at = crate::event::iso_utc(crate::pg::backend::transaction_start() + audit_core::hash::PG_EPOCH_OFFSET_US);
     let payload = Payload { format: FORMAT.into(), database: database(), at, chains };
     let text = serde_json::to_string(&payload).unwrap_or_else(|e| pgrx::error!("audit_ext: {e}"));
     let signature = key.sign(text.as_bytes());

@@ -148,19 +148,20 @@ impl crate::error::SqlError for DiffError {
     }
 }
 
-finfo_v1!(pg_finfo_audit_depth_checked);
-
-/// `audit._depth_checked(doc jsonb) returns jsonb`: `doc` itself, or 54000 when it nests more
-/// than [`crate::event::MAX_JSON_DEPTH`] levels. `audit.diff` and `audit.diff_rows` (SQL
-/// wrappers in sql/diff.sql) pass their arguments through it, so that a document deeper than
-/// serde_json's 128 levels is a clear error rather than an internal one; events that deep are
-/// refused when they are recorded, so this only meets documents given by hand.
-#[no_mangle]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn audit_depth_checked(fcinfo: pgrx::pg_sys::FunctionCallInfo) -> pgrx::pg_sys::Datum {
-    let d = (*fcinfo).args.as_slice(1)[0].value;
-    if crate::pg::datum::jsonb_deeper_than(d, crate::event::MAX_JSON_DEPTH) {
-        crate::error::raise(DiffError::TooDeep(crate::event::MAX_JSON_DEPTH));
+crate::c_function!(
+    /// `audit._depth_checked(doc jsonb) returns jsonb`: `doc` itself, or 54000 when it nests more
+    /// than [`crate::event::MAX_JSON_DEPTH`] levels. `audit.diff` and `audit.diff_rows` (SQL
+    /// wrappers in sql/diff.sql) pass their arguments through it, so that a document deeper than
+    /// serde_json's 128 levels is a clear error rather than an internal one; events that deep are
+    /// refused when they are recorded, so this only meets documents given by hand.
+    pg_finfo_audit_depth_checked,
+    audit_depth_checked,
+    &[pgrx::pg_sys::JSONBOID],
+    |call| {
+        let doc = call.arg(0)?;
+        if doc.jsonb_deeper_than(crate::event::MAX_JSON_DEPTH) {
+            crate::error::raise(DiffError::TooDeep(crate::event::MAX_JSON_DEPTH));
+        }
+        Some(doc)
     }
-    d
-}
+);

@@ -1,7 +1,7 @@
 //! The columns of `audit.events` that are hashed, in canonical order, and how each
 //! PostgreSQL datum is reduced to the bytes the hash sees.
 
-use crate::pg::datum::{bytes, jsonb_text};
+use crate::pg::value::Value as PgValue;
 use audit_core::hash::{EventHasher, Value, PG_EPOCH_OFFSET_US};
 use pgrx::pg_sys;
 use pgrx::PgTupleDesc;
@@ -75,10 +75,8 @@ pub fn select_list() -> String {
 
 /// Hashes one event from its datums in canonical order. Returns the digest and the encoded
 /// size. Allocates (detoast, jsonb text) in the current memory context: callers reset it.
-///
-/// # Safety
-/// Each datum must be of the type `COLUMNS` gives for its position.
-pub unsafe fn hash_datums(get: impl Fn(usize) -> Option<pg_sys::Datum>) -> ([u8; 32], usize) {
+/// A value of another type than `COLUMNS` gives for its position is an error.
+pub fn hash_values(get: impl Fn(usize) -> Option<PgValue>) -> ([u8; 32], usize) {
     thread_local! {
         static BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
@@ -86,7 +84,7 @@ pub unsafe fn hash_datums(get: impl Fn(usize) -> Option<pg_sys::Datum>) -> ([u8;
     for (i, (_, kind)) in COLUMNS.iter().take(HASHED).enumerate() {
         match get(i) {
             None => h.field(Value::Null),
-            Some(d) => with_value(*kind, d, |v| h.field(v)),
+            Some(v) => with_value(*kind, v, |v| h.field(v)),
         }
     }
     let out = h.finish();
@@ -94,26 +92,20 @@ pub unsafe fn hash_datums(get: impl Fn(usize) -> Option<pg_sys::Datum>) -> ([u8;
     out
 }
 
-/// Calls `f` with the hashed form of one non-null datum.
-///
-/// # Safety
-/// `d` must be a valid datum of type `kind`.
-pub unsafe fn with_value<R>(kind: Kind, d: pg_sys::Datum, f: impl FnOnce(Value<'_>) -> R) -> R {
+/// Calls `f` with the hashed form of one non-null value of column kind `kind`.
+pub fn with_value<R>(kind: Kind, v: PgValue, f: impl FnOnce(Value<'_>) -> R) -> R {
     match kind {
-        Kind::Int4 => f(Value::Int4(d.value() as i32)),
-        Kind::Int8 => f(Value::Int8(d.value() as i64)),
-        Kind::Timestamptz => f(Value::Timestamp((d.value() as i64).saturating_add(PG_EPOCH_OFFSET_US))),
-        Kind::Text | Kind::Bytea => f(Value::Bytes(bytes(d))),
+        Kind::Int4 => f(Value::Int4(v.int4())),
+        Kind::Int8 => f(Value::Int8(v.int8())),
+        Kind::Timestamptz => f(Value::Timestamp(v.timestamptz().saturating_add(PG_EPOCH_OFFSET_US))),
+        Kind::Text | Kind::Bytea => f(Value::Bytes(v.bytes())),
         Kind::Inet => {
-            let b = bytes(d);
+            let b = v.bytes();
             // inet_struct: family (PGSQL_AF_INET = 2, PGSQL_AF_INET6 = 3), bits, address.
             let family = if b[0] == 2 { 4 } else { 6 };
             f(Value::Inet { family, bits: b[1], addr: &b[2..] })
         }
-        Kind::Jsonb => {
-            let text = jsonb_text(d);
-            f(Value::Bytes(text.to_bytes()))
-        }
+        Kind::Jsonb => v.with_jsonb_text(|text| f(Value::Bytes(text.to_bytes()))),
     }
 }
 
@@ -167,16 +159,9 @@ pub fn iso_utc(us: i64) -> String {
 /// Calls `f` with a reader of the columns of the `audit.events` row `arg` (by the index of
 /// [`COLUMNS`], `None` for NULL). Raises an error naming `what` when the row is not shaped like
 /// `audit.events`.
-///
-/// # Safety
-/// `arg` must be a non-NULL composite datum.
-pub unsafe fn with_event_row<R>(
-    arg: pg_sys::Datum,
-    what: &str,
-    f: impl FnOnce(&dyn Fn(usize) -> Option<pg_sys::Datum>) -> R,
-) -> R {
-    crate::pg::row::with_composite(arg, |desc, values, nulls| {
-        let attno = attnos(desc).unwrap_or_else(|| pgrx::error!("{what} needs a row of audit.events"));
-        f(&|c| (!nulls[attno[c]]).then(|| values[attno[c]]))
+pub fn with_event_row<R>(arg: PgValue, what: &str, f: impl FnOnce(&dyn Fn(usize) -> Option<PgValue>) -> R) -> R {
+    crate::pg::row::with_composite(arg, |row| {
+        let attno = attnos(&row.desc()).unwrap_or_else(|| pgrx::error!("{what} needs a row of audit.events"));
+        f(&|c| row.get(attno[c]))
     })
 }

@@ -5,34 +5,29 @@
 //! tests/tools/verify_export.py verifies.
 
 use crate::event;
-use crate::pg::datum;
+use crate::pg::fcinfo::ROW;
+use crate::pg::value::Value;
 use audit_core::export::{self, Event};
 use audit_core::hash::{to_hex, PG_EPOCH_OFFSET_US};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::ffi::CStr;
 
 /// The columns of one event as text, as `audit_core::export` takes them. `documents`: also
 /// `old`, `new` and `metadata` as jsonb text, which only the csv format writes (the others,
 /// and the server-log mirror, leave them out: rendering them would cost a whole document's
 /// text per event for nothing).
-///
-/// # Safety
-/// The datums `get` returns must be of the types `event::COLUMNS` gives.
-pub unsafe fn event_text(get: &dyn Fn(usize) -> Option<pg_sys::Datum>, documents: bool) -> Event {
-    let text = |c: usize| get(c).map(|d| String::from_utf8_lossy(datum::bytes(d)).into_owned());
-    let json = |c: usize| get(c).filter(|_| documents).map(|d| datum::jsonb_text(d).to_string_lossy().into_owned());
-    let hex = |c: usize| get(c).map(|d| to_hex(datum::bytes(d)));
-    let int = |c: usize| get(c).map_or(0, |d| d.value() as i64);
+pub fn event_text(get: &dyn Fn(usize) -> Option<Value>, documents: bool) -> Event {
+    let text = |c: usize| get(c).map(|v| v.str().into_owned());
+    let json = |c: usize| get(c).filter(|_| documents).map(|v| v.jsonb_string());
+    let hex = |c: usize| get(c).map(|v| to_hex(v.bytes()));
+    let int = |c: usize| get(c).map_or(0, |v| v.int8());
     Event {
         id: int(event::ID),
-        at: event::iso_utc(int(event::AT) + PG_EPOCH_OFFSET_US),
-        chain: int(event::CHAIN) as i32,
+        at: event::iso_utc(get(event::AT).map_or(0, |v| v.timestamptz()) + PG_EPOCH_OFFSET_US),
+        chain: get(event::CHAIN).map_or(0, |v| v.int4()),
         seq: int(event::SEQ),
         actor: text(event::ACTOR),
-        actor_ip: get(event::ACTOR_IP)
-            .and_then(|d| datum::call(pg_sys::inet_out, &[d]))
-            .map(|d| CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned()),
+        actor_ip: get(event::ACTOR_IP).map(|v| v.inet_text()),
         session_id: text(event::SESSION_ID),
         application: text(event::APPLICATION),
         action: text(event::ACTION).unwrap_or_default(),
@@ -52,42 +47,36 @@ pub unsafe fn event_text(get: &dyn Fn(usize) -> Option<pg_sys::Datum>, documents
     }
 }
 
-/// The host name in RFC 5424 lines: the server's `cluster_name`, or `-`.
+/// The host name in RFC 5424 lines: the server's `cluster_name` (`-` when it is empty).
 fn hostname() -> String {
-    // SAFETY: cluster_name is a GUC string variable, NULL or NUL-terminated.
-    unsafe {
-        let p = pg_sys::cluster_name;
-        if p.is_null() {
-            return "-".into();
-        }
-        CStr::from_ptr(p).to_string_lossy().into_owned()
+    crate::pg::backend::cluster_name().unwrap_or_default()
+}
+
+crate::c_function!(
+    /// `audit._export_line(format, e)`: one event as a line of `format` (`kv`, `csv`, `cef` or
+    /// `rfc5424`; audit.export checks the name first).
+    pg_finfo_audit_export_line,
+    audit_export_line,
+    &[pg_sys::TEXTOID, ROW],
+    |call| {
+        let (Some(format), Some(row)) = (call.arg(0), call.arg(1)) else { return None };
+        let format = format.str().into_owned();
+        let line = event::with_event_row(row, "audit._export_line()", |get| {
+            let e = event_text(get, format == "csv");
+            match format.as_str() {
+                "kv" => export::kv(&e),
+                "csv" => export::csv(&e),
+                "cef" => export::cef(&e, env!("CARGO_PKG_VERSION"), (int_at(get) + PG_EPOCH_OFFSET_US).div_euclid(1000)),
+                "rfc5424" => export::rfc5424(&e, &hostname()),
+                other => pgrx::error!("audit._export_line(): unknown format {other:?}"),
+            }
+        });
+        Some(Value::from_text(line.as_bytes()))
     }
-}
+);
 
-finfo_v1!(pg_finfo_audit_export_line);
-
-/// `audit._export_line(format, e)`: one event as a line of `format` (`kv`, `csv`, `cef` or
-/// `rfc5424`; audit.export checks the name first).
-#[no_mangle]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn audit_export_line(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let args = (*fcinfo).args.as_slice(2);
-    let format = String::from_utf8_lossy(datum::bytes(args[0].value)).into_owned();
-    let line = crate::event::with_event_row(args[1].value, "audit._export_line()", |get| {
-        let e = event_text(get, format == "csv");
-        match format.as_str() {
-            "kv" => export::kv(&e),
-            "csv" => export::csv(&e),
-            "cef" => export::cef(&e, env!("CARGO_PKG_VERSION"), (int_at(get) + PG_EPOCH_OFFSET_US).div_euclid(1000)),
-            "rfc5424" => export::rfc5424(&e, &hostname()),
-            other => pgrx::error!("audit._export_line(): unknown format {other:?}"),
-        }
-    });
-    datum::text(line.as_bytes())
-}
-
-fn int_at(get: &dyn Fn(usize) -> Option<pg_sys::Datum>) -> i64 {
-    get(event::AT).map_or(0, |d| d.value() as i64)
+fn int_at(get: &dyn Fn(usize) -> Option<Value>) -> i64 {
+    get(event::AT).map_or(0, |v| v.timestamptz())
 }
 
 /// `audit._export_header(format)`: the line that comes before the events (the CSV header),

@@ -85,15 +85,12 @@ pub fn capturing_ddl() -> bool {
 /// verified as intact). The same as the superuser setting `audit_ext.restore`: a non-superuser
 /// who names its session pg_restore gets nothing from it.
 pub fn restoring() -> bool {
-    RESTORE.get() || unsafe { superuser_pg_restore() }
+    RESTORE.get() || superuser_pg_restore()
 }
 
-unsafe fn superuser_pg_restore() -> bool {
-    let app = pgrx::pg_sys::application_name;
-    !app.is_null()
-        && std::ffi::CStr::from_ptr(app).to_bytes() == b"pg_restore"
-        && pgrx::pg_sys::IsTransactionState()
-        && pgrx::pg_sys::superuser()
+fn superuser_pg_restore() -> bool {
+    use crate::pg::backend;
+    backend::application_name().as_deref() == Some("pg_restore") && backend::in_transaction() && backend::is_superuser()
 }
 
 /// Who is acting, as set by `audit.set_context` (these are its storage: GUCs give us SET LOCAL
@@ -188,7 +185,7 @@ pub fn init() {
         &CONTEXT_APPLICATION,
     );
     ctx(c"audit_ext.context_metadata", c"Metadata merged into events (audit.set_context).", &CONTEXT_METADATA);
-    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"audit_ext".as_ptr()) };
+    crate::pg::backend::reserve_setting_prefix(c"audit_ext");
 }
 
 /// The value of a context setting, `None` when unset or empty.

@@ -5,18 +5,6 @@
 
 use pgrx::prelude::*;
 
-/// Declares `pg_finfo_<name>` for a hand-written fmgr V1 function (those declared in
-/// sql/*.sql with `LANGUAGE c ... AS 'MODULE_PATHNAME', '<name>'`).
-macro_rules! finfo_v1 {
-    ($finfo:ident) => {
-        #[no_mangle]
-        pub extern "C" fn $finfo() -> &'static pgrx::pg_sys::Pg_finfo_record {
-            const V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1
-        }
-    };
-}
-
 // Features, each with the SQL file of the same name (README "Where things are").
 mod alerts;
 mod capture;

@@ -4,7 +4,7 @@
 //! it, so no placeholder can be set before the library loads and no session can enter it.
 
 use crate::error::raise;
-use crate::pg::locks;
+use crate::pg::{backend, locks};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -56,16 +56,12 @@ pub fn active() -> bool {
 #[pg_extern(volatile, parallel_unsafe, name = "_begin_maintenance")]
 #[search_path(pg_catalog, pg_temp)]
 fn begin_maintenance() {
-    unsafe {
-        let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-        if sec & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 == 0 || user != crate::pg::elevate::extension_owner() {
-            raise(MaintenanceError::NotInternal);
-        }
-        locks::maintenance(true);
-        if MAINTENANCE.get().is_none() {
-            MAINTENANCE.set(Some(pg_sys::GetCurrentSubTransactionId()));
-        }
+    if !backend::switched_to(crate::pg::elevate::extension_owner()) {
+        raise(MaintenanceError::NotInternal);
+    }
+    locks::maintenance(true);
+    if MAINTENANCE.get().is_none() {
+        MAINTENANCE.set(Some(backend::subtransaction_id()));
     }
 }
 
@@ -74,14 +70,11 @@ fn begin_maintenance() {
 #[pg_extern(volatile, parallel_unsafe, name = "_try_maintenance")]
 #[search_path(pg_catalog, pg_temp)]
 fn try_maintenance() -> bool {
-    unsafe {
-        let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
-        if user != crate::pg::elevate::extension_owner() && !pg_sys::superuser() {
-            raise(MaintenanceError::NotInternal);
-        }
-        locks::maintenance(false)
+    let (user, _) = backend::user_and_context();
+    if user != crate::pg::elevate::extension_owner() && !backend::is_superuser() {
+        raise(MaintenanceError::NotInternal);
     }
+    locks::maintenance(false)
 }
 
 /// `audit._end_maintenance()`: the guards apply again (the lock is kept to the end of the

@@ -12,9 +12,11 @@
 //! Format: `AUDIT: ` and the `kv` line of `audit.export` (`audit_core::export::kv`, the one
 //! owner of the format, README "Export").
 
+use crate::pg::backend;
+use crate::pg::callbacks::{self, SubXact, XactEnd};
+use crate::pg::value::Value;
 use pgrx::pg_sys;
 use std::cell::RefCell;
-use std::ffi::c_void;
 
 thread_local! {
     /// (subtransaction that chained the event, its line), in chain order.
@@ -28,12 +30,9 @@ pub fn enabled() -> bool {
 
 /// Holds the line of one event just chained (its hash already set), until its transaction
 /// commits. `get` reads a column of the event (by the index of `event::COLUMNS`).
-///
-/// # Safety
-/// The datums `get` returns must be of the types `event::COLUMNS` gives.
-pub unsafe fn stage(get: impl Fn(usize) -> Option<pg_sys::Datum>) {
+pub fn stage(get: impl Fn(usize) -> Option<Value>) {
     let line = format!("AUDIT: {}", audit_core::export::kv(&crate::export::event_text(&get, false)));
-    let sub = pg_sys::GetCurrentSubTransactionId();
+    let sub = backend::subtransaction_id();
     PENDING.with(|p| p.borrow_mut().push((sub, line)));
 }
 
@@ -45,35 +44,24 @@ fn flush() {
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
-    use pg_sys::XactEvent::*;
-    match event {
-        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => flush(),
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
-        _ => {}
+fn transaction_end(end: XactEnd) {
+    match end {
+        XactEnd::Commit | XactEnd::Prepare => flush(),
+        XactEnd::Abort | XactEnd::ParallelAbort => PENDING.with(|p| p.borrow_mut().clear()),
+        XactEnd::ParallelCommit => {}
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
-    event: pg_sys::SubXactEvent::Type,
-    my_subid: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut c_void,
-) {
+fn subtransaction(event: SubXact, my_subid: pg_sys::SubTransactionId) {
     // Subtransaction ids grow within a transaction, and a subtransaction ends before any
     // later sibling starts: the lines at or after my_subid are its own or its children's.
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+    if event == SubXact::Abort {
         PENDING.with(|p| p.borrow_mut().retain(|(sub, _)| *sub < my_subid));
     }
 }
 
 /// Registers the transaction callbacks that write (or drop) the lines.
 pub fn init() {
-    // SAFETY: called once from _PG_init, before any query runs in this backend.
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
-    }
+    callbacks::on_transaction_end(transaction_end);
+    callbacks::on_subtransaction(subtransaction);
 }

@@ -7,9 +7,11 @@
 //! direct INSERT by a privileged role is held to exactly the same rules.
 
 use crate::error::raise;
+use crate::pg::backend;
+use crate::pg::spi::{self, Plan};
+use crate::pg::value::Value;
 use crate::vocab;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -76,146 +78,129 @@ const INSERT_TAIL: &str = "(action, object_type, object_id, object_name, old, ne
 thread_local! {
     /// Prepared once per backend: ad-hoc SPI costs about 20 µs a call, a kept plan a fraction.
     /// The plan into the partitioned parent, for an event that has no partition yet.
-    static INSERT_PLAN: RefCell<Option<pg_sys::SPIPlanPtr>> = const { RefCell::new(None) };
+    static INSERT_PLAN: RefCell<Option<Plan>> = const { RefCell::new(None) };
     /// Plans straight into a partition (crate::retention::partitions::partition_for), by relation, with
     /// the partition generation they were made in.
-    static PARTITION_PLANS: RefCell<(u64, HashMap<pg_sys::Oid, pg_sys::SPIPlanPtr>)> =
-        RefCell::new((0, HashMap::new()));
+    static PARTITION_PLANS: RefCell<(u64, HashMap<pg_sys::Oid, Plan>)> = RefCell::new((0, HashMap::new()));
+    /// Plans of partitions that changed, freed when no frame uses them.
+    static STALE: spi::PlanBin = spi::PlanBin::default();
 }
 
 /// The kept plan that inserts into `target` (a partition), or into audit.events when None.
-/// Must be called inside an SPI connection.
-unsafe fn insert_plan(target: Option<pg_sys::Oid>) -> pg_sys::SPIPlanPtr {
+fn insert_plan(spi: &spi::Connection, target: Option<pg_sys::Oid>) -> Plan {
     let types = [&RECORD_ARGS[..], &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID]].concat();
     let parent = || {
         INSERT_PLAN.with(|p| {
-            *p.borrow_mut().get_or_insert_with(|| {
-                let sql = CString::new(format!("INSERT INTO audit.events {INSERT_TAIL}")).unwrap();
-                crate::pg::spi::kept_plan(&sql, &types)
-            })
+            p.borrow_mut()
+                .get_or_insert_with(|| {
+                    let sql = CString::new(format!("INSERT INTO audit.events {INSERT_TAIL}")).unwrap();
+                    spi.keep_plan(&sql, &types)
+                })
+                .clone()
         })
     };
     let Some(relid) = target else { return parent() };
-    let relname = pg_sys::get_rel_name(relid);
-    if relname.is_null() {
+    let Some(relname) = backend::rel_name(relid) else {
         return parent(); // dropped meanwhile
-    }
+    };
+    STALE.with(spi::PlanBin::empty);
     PARTITION_PLANS.with(|p| {
         let mut p = p.borrow_mut();
         let generation = crate::retention::partitions::partitions_generation();
         if p.0 != generation {
             // partitions changed: plans for dropped ones must go (their OIDs may come back)
-            for (_, plan) in p.1.drain() {
-                pg_sys::SPI_freeplan(plan);
-            }
+            STALE.with(|s| p.1.drain().for_each(|(_, plan)| s.retire(plan)));
             p.0 = generation;
         }
-        *p.1.entry(relid).or_insert_with(|| {
-            let name = std::ffi::CStr::from_ptr(pg_sys::quote_identifier(relname));
-            let sql = CString::new(format!("INSERT INTO audit.{} {INSERT_TAIL}", name.to_string_lossy())).unwrap();
-            crate::pg::spi::kept_plan(&sql, &types)
-        })
+        p.1.entry(relid)
+            .or_insert_with(|| {
+                let sql = CString::new(format!("INSERT INTO audit.{} {INSERT_TAIL}", backend::quote_ident(&relname)))
+                    .unwrap();
+                spi.keep_plan(&sql, &types)
+            })
+            .clone()
     })
 }
 
-finfo_v1!(pg_finfo_audit_record);
+crate::c_function!(
+    /// `audit.record(action, object_type, ..., metadata) returns bigint`: the new event's id.
+    ///
+    /// Elevated entry point (SECURITY DEFINER in sql/record.sql, path pinned): follows the rule of
+    /// src/pg/elevate.rs. Its one statement is a kept, schema-qualified INSERT whose values are the
+    /// caller's datums as typed parameters; nothing of the caller's is resolved or run.
+    pg_finfo_audit_record,
+    audit_record,
+    &RECORD_ARGS,
+    |call| {
+        const MODULE_ARG: usize = 8;
+        if let Some(module) = call.arg(MODULE_ARG) {
+            let module = module.str();
+            if vocab::reserved_module(&module) {
+                raise(RecordError::ReservedModule(module.into_owned()));
+            }
+        }
+        let action = call.arg(0);
+        if let Some(action) = action {
+            let action = action.str();
+            if vocab::reserved_action(&action) {
+                raise(RecordError::ReservedAction(action.into_owned()));
+            }
+        }
+        // The retention class and the time pick the partition, so both are part of the INSERT
+        // (crate::retention); `at` is the clock time, as the column's default would give.
+        let class = action.map_or(0, |a| crate::retention::policies::class_of(&a.str()));
+        let at = backend::now();
+        let target = crate::retention::partitions::partition_for(class, at);
+        let mut values: Vec<Option<Value>> = (0..RECORD_ARGS.len()).map(|i| call.arg(i)).collect();
+        values.extend([Some(Value::from_int4(class)), Some(Value::from_timestamptz(at))]);
+        let spi = spi::Connection::open();
+        let plan = insert_plan(&spi, target);
+        crate::append::want_id();
+        let rc = spi.execute(&plan, &values, false);
+        let id = crate::append::take_id();
+        if rc != pg_sys::SPI_OK_INSERT as i32 || spi.processed() != 1 {
+            pgrx::error!("audit_ext: recording the event failed ({rc})");
+        }
+        drop(spi);
+        Some(Value::from_int8(id.unwrap_or_else(|| pgrx::error!("audit_ext: the recorded event was given no id"))))
+    }
+);
 
-/// `audit.record(action, object_type, ..., metadata) returns bigint`: the new event's id.
-///
-/// Elevated entry point (SECURITY DEFINER in sql/record.sql, path pinned): follows the rule of
-/// src/pg/elevate.rs. Its one statement is a kept, schema-qualified INSERT whose values are the
-/// caller's datums as typed parameters; nothing of the caller's is resolved or run.
-#[no_mangle]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn audit_record(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let args = (*fcinfo).args.as_slice(RECORD_ARGS.len());
-    const MODULE_ARG: usize = 8;
-    if !args[MODULE_ARG].isnull {
-        let module = String::from_utf8_lossy(crate::pg::datum::bytes(args[MODULE_ARG].value));
-        if vocab::reserved_module(&module) {
-            raise(RecordError::ReservedModule(module.into_owned()));
+crate::c_function!(
+    /// `audit.set_context(actor, actor_ip, session_id, application, metadata, local)`: replaces the
+    /// whole context (a NULL argument clears that part) for the transaction or the session.
+    pg_finfo_audit_set_context,
+    audit_set_context,
+    &[pg_sys::TEXTOID, pg_sys::INETOID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID, pg_sys::BOOLOID],
+    |call| {
+        let local = call.arg(5).is_none_or(|v| v.bool());
+        if local && !backend::in_transaction_block() {
+            raise(RecordError::LocalOutsideTransaction);
         }
-    }
-    if !args[0].isnull {
-        let action = String::from_utf8_lossy(crate::pg::datum::bytes(args[0].value));
-        if vocab::reserved_action(&action) {
-            raise(RecordError::ReservedAction(action.into_owned()));
+        let out = |i: usize, f: fn(Value) -> CString| -> CString { call.arg(i).map(f).unwrap_or_default() };
+        fn text(v: Value) -> CString {
+            CString::new(v.bytes()).unwrap_or_default()
         }
-    }
-    // The retention class and the time pick the partition, so both are part of the INSERT
-    // (crate::retention); `at` is the clock time, as the column's default would give.
-    let class = if args[0].isnull {
-        0
-    } else {
-        crate::retention::policies::class_of(&String::from_utf8_lossy(crate::pg::datum::bytes(args[0].value)))
-    };
-    let at = pg_sys::GetCurrentTimestamp();
-    let target = crate::retention::partitions::partition_for(class, at);
-    let mut values: Vec<Option<pg_sys::Datum>> = args.iter().map(|a| (!a.isnull).then_some(a.value)).collect();
-    values.extend([Some(pg_sys::Datum::from(class)), Some(pg_sys::Datum::from(at))]);
-    let spi = crate::pg::spi::Connection::open();
-    let plan = insert_plan(target);
-    crate::append::want_id();
-    let rc = spi.execute(plan, &values, false);
-    let id = crate::append::take_id();
-    if rc != pg_sys::SPI_OK_INSERT as i32 || spi.processed() != 1 {
-        pgrx::error!("audit_ext: recording the event failed ({rc})");
-    }
-    drop(spi);
-    pg_sys::Datum::from(id.unwrap_or_else(|| pgrx::error!("audit_ext: the recorded event was given no id")))
-}
-
-finfo_v1!(pg_finfo_audit_set_context);
-
-/// `audit.set_context(actor, actor_ip, session_id, application, metadata, local)`: replaces the
-/// whole context (a NULL argument clears that part) for the transaction or the session.
-#[no_mangle]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn audit_set_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let args = (*fcinfo).args.as_slice(6);
-    let local = args[5].isnull || args[5].value.value() != 0;
-    if local && !pg_sys::IsTransactionBlock() {
-        raise(RecordError::LocalOutsideTransaction);
-    }
-    let out = |i: usize, f: unsafe fn(pg_sys::Datum) -> CString| -> CString {
-        if args[i].isnull {
-            CString::default()
-        } else {
-            f(args[i].value)
+        fn inet(v: Value) -> CString {
+            CString::new(v.inet_text()).unwrap_or_default()
         }
-    };
-    unsafe fn text(d: pg_sys::Datum) -> CString {
-        CString::new(crate::pg::datum::bytes(d)).unwrap_or_default()
-    }
-    unsafe fn inet(d: pg_sys::Datum) -> CString {
-        let s = crate::pg::datum::call(pg_sys::inet_out, &[d]).expect("inet_out returned NULL");
-        std::ffi::CStr::from_ptr(s.cast_mut_ptr()).to_owned()
-    }
-    unsafe fn json(d: pg_sys::Datum) -> CString {
-        if !crate::pg::datum::jsonb_is_object(d) {
-            raise(RecordError::BadContext("metadata must be a JSON object".into()));
+        fn json(v: Value) -> CString {
+            if !v.jsonb_is_object() {
+                raise(RecordError::BadContext("metadata must be a JSON object".into()));
+            }
+            v.with_jsonb_text(|t| t.to_owned())
         }
-        crate::pg::datum::jsonb_text(d).to_owned()
-    }
-    let settings = [
-        (c"audit_ext.context_actor", out(0, text)),
-        (c"audit_ext.context_actor_ip", out(1, inet)),
-        (c"audit_ext.context_session_id", out(2, text)),
-        (c"audit_ext.context_application", out(3, text)),
-        (c"audit_ext.context_metadata", out(4, json)),
-    ];
-    for (name, value) in settings {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
+        let settings = [
+            (c"audit_ext.context_actor", out(0, text)),
+            (c"audit_ext.context_actor_ip", out(1, inet)),
+            (c"audit_ext.context_session_id", out(2, text)),
+            (c"audit_ext.context_application", out(3, text)),
+            (c"audit_ext.context_metadata", out(4, json)),
+        ];
+        for (name, value) in settings {
             // the settings are superuser-only: this function is the one way others set them
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET },
-            true,
-            0,
-            false,
-        );
+            backend::set_setting(name, &value, local);
+        }
+        Some(Value::void())
     }
-    pg_sys::Datum::from(0)
-}
+);

@@ -252,4 +252,30 @@ mod tests {
     fn bad_retention_pattern_is_refused() {
         Spi::run("select audit.set_retention('1 day', '*.login')").unwrap();
     }
+
+    /// The raw layer reads a value only as its own type: a misread is an error, not garbage.
+    #[pg_test(error = "audit_ext: a value of type 23 read as bytes")]
+    fn value_read_as_another_type_is_an_error() {
+        crate::pg::value::Value::from_int4(7).bytes();
+    }
+
+    /// A hand-written C function declared with other argument types than its Rust body reads
+    /// (an edited CREATE FUNCTION) is refused on its first call instead of misreading datums.
+    #[pg_test(error = "audit_ext: function bad_depth is declared with other argument types than its C code takes")]
+    fn c_function_declared_with_other_types_is_refused() {
+        Spi::run(
+            "create function public.bad_depth(int) returns jsonb language c strict \
+             as '$libdir/audit_ext', 'audit_depth_checked'",
+        )
+        .unwrap();
+        Spi::run("select public.bad_depth(1)").unwrap();
+    }
+
+    /// A kept plan is executed only with values of its parameter types.
+    #[pg_test(error = "audit_ext: parameter $1 of type 23 given a value of type 25")]
+    fn plan_executed_with_other_types_is_refused() {
+        let spi = crate::pg::spi::Connection::open();
+        let plan = spi.prepare(c"select $1", &[pgrx::pg_sys::INT4OID]);
+        spi.execute(&plan, &[Some(crate::pg::value::Value::from_text(b"x"))], true);
+    }
 }

@@ -6,12 +6,14 @@
 
 use crate::error::raise;
 use crate::event::{self, HASH, HASHED, PREV_HASH, SEQ};
-use crate::pg::datum;
+use crate::pg::fcinfo::ROW;
+use crate::pg::spi;
+use crate::pg::value::Value;
 use crate::retention::anchor::{Applied, Dropped};
 use audit_core::hash::{from_hex, to_hex};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgMemoryContexts};
+use pgrx::JsonB;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 
@@ -286,7 +288,7 @@ fn verify_checkpoint(
 }
 
 fn verify_rows(from_id: Option<i64>, to_id: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<VerifyRow> {
-    let rows = unsafe { run(from_id, to_id, noted) };
+    let rows = run(from_id, to_id, noted);
     let mut out: Vec<VerifyRow> = rows
         .into_iter()
         .map(|(chain, r)| {
@@ -326,49 +328,43 @@ fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError
     Ok(out)
 }
 
-unsafe fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<(i32, Report)> {
+fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<(i32, Report)> {
     let anchors = load_anchors();
-    Spi::connect(|client| {
-        let mut chains: Vec<i32> = client
+    let mut chains: Vec<i32> = Spi::connect(|client| {
+        client
             .select("SELECT chain FROM audit.head()", None, &[])
             .unwrap_or_else(|e| pgrx::error!("audit_ext: listing chains failed: {e}"))
             .filter_map(|r| r.get::<i32>(1).ok().flatten())
-            .collect();
-        for c in noted.keys().chain(anchors.by_chain.keys()) {
-            if !chains.contains(c) {
-                chains.push(*c);
-            }
-        }
-        chains.sort_unstable();
-        chains
-            .into_iter()
-            .map(|c| {
-                let mut r = check_chain(c, from, to, noted.get(&c), &anchors);
-                if !noted.is_empty() && !noted.contains_key(&c) && r.bad.is_none() {
-                    // a chain retention emptied before the heads were noted is not new: audit.head()
-                    // lists no chain without events
-                    r.note = Some(if anchors.of(c).is_empty() {
-                        "not in the noted heads: the chain began after they were noted".into()
-                    } else {
-                        format!(
-                            "not in the noted heads (it had no events left when they were noted); {}",
-                            r.note.take().unwrap_or_default()
-                        )
-                    });
-                }
-                (c, r)
-            })
             .collect()
-    })
+    });
+    for c in noted.keys().chain(anchors.by_chain.keys()) {
+        if !chains.contains(c) {
+            chains.push(*c);
+        }
+    }
+    chains.sort_unstable();
+    chains
+        .into_iter()
+        .map(|c| {
+            let mut r = check_chain(c, from, to, noted.get(&c), &anchors);
+            if !noted.is_empty() && !noted.contains_key(&c) && r.bad.is_none() {
+                // a chain retention emptied before the heads were noted is not new: audit.head()
+                // lists no chain without events
+                r.note = Some(if anchors.of(c).is_empty() {
+                    "not in the noted heads: the chain began after they were noted".into()
+                } else {
+                    format!(
+                        "not in the noted heads (it had no events left when they were noted); {}",
+                        r.note.take().unwrap_or_default()
+                    )
+                });
+            }
+            (c, r)
+        })
+        .collect()
 }
 
-unsafe fn check_chain(
-    chain: i32,
-    from: Option<i64>,
-    to: Option<i64>,
-    noted: Option<&Noted>,
-    all_anchors: &Anchors,
-) -> Report {
+fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Option<&Noted>, all_anchors: &Anchors) -> Report {
     let mut report = Report::default();
     let anchors = all_anchors.of(chain);
     // the anchors this chain was checked across
@@ -383,41 +379,37 @@ unsafe fn check_chain(
     ))
     .unwrap();
     let class_col = event::COLUMNS.len();
-    let mut types = [pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::INT8OID];
-    let plan = pg_sys::SPI_prepare(query.as_ptr(), 3, types.as_mut_ptr());
-    let mut args = [
-        pg_sys::Datum::from(chain),
-        pg_sys::Datum::from(from.unwrap_or(i64::MIN)),
-        pg_sys::Datum::from(to.unwrap_or(i64::MAX)),
-    ];
-    let nulls = [b' ' as std::ffi::c_char; 3];
-    let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, args.as_mut_ptr(), nulls.as_ptr(), true);
+    let spi = spi::Connection::open();
+    let plan = spi.prepare(&query, &[pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::INT8OID]);
+    let mut cursor = spi.cursor(
+        &plan,
+        &[
+            Some(Value::from_int4(chain)),
+            Some(Value::from_int8(from.unwrap_or(i64::MIN))),
+            Some(Value::from_int8(to.unwrap_or(i64::MAX))),
+        ],
+    );
 
     // What the next event must look like: its seq, and what its prev_hash must be.
     let mut expect: Option<(i64, Link)> = None;
     let mut last_seq = 0i64;
-    let mut batch_cx = PgMemoryContexts::new("audit_ext verify");
-    let mut values = [pg_sys::Datum::from(0); event::COLUMNS.len() + 1];
-    let mut isnull = [false; event::COLUMNS.len() + 1];
+    let mut batch_cx = crate::pg::memory::Scratch::new("audit_ext verify");
     // bytes hashed since the last reset of batch_cx (detoasted values live there until then)
     let mut held = 0usize;
     let mut held_rows = 0usize;
     'fetch: loop {
-        pg_sys::SPI_cursor_fetch(portal, true, BATCH);
-        let n = pg_sys::SPI_processed as usize;
+        let n = cursor.fetch(BATCH);
         if n == 0 {
             break;
         }
-        let tt = *pg_sys::SPI_tuptable;
-        let rows = std::slice::from_raw_parts(tt.vals, n);
-        for &row in rows {
-            let outcome = batch_cx.switch_to(|_| -> Result<usize, (Option<i64>, i64, String)> {
-                pg_sys::heap_deform_tuple(row, tt.tupdesc, values.as_mut_ptr(), isnull.as_mut_ptr());
-                let get = |c: usize| (!isnull[c]).then(|| values[c]);
-                let seq = values[SEQ].value() as i64;
-                let id = values[event::ID].value() as i64;
-                let stored = Link::of(get(HASH).map(|d| datum::bytes(d)));
-                let prev = Link::of(get(PREV_HASH).map(|d| datum::bytes(d)));
+        for i in 0..n {
+            let outcome = batch_cx.run(|| -> Result<usize, (Option<i64>, i64, String)> {
+                let row = cursor.row(i);
+                let get = |c: usize| row.get(c);
+                let seq = get(SEQ).map_or(0, |v| v.int8());
+                let id = get(event::ID).map_or(0, |v| v.int8());
+                let stored = Link::of(row.bytes_at(HASH));
+                let prev = Link::of(row.bytes_at(PREV_HASH));
                 let (mut want_seq, mut want_prev) = match expect.take() {
                     Some(e) => e,
                     None if from.is_none() => (1, Link::Genesis),
@@ -439,9 +431,9 @@ unsafe fn check_chain(
                         crossed.push(a);
                     }
                 }
-                let (hash, size) = event::hash_datums(|c| if c < HASHED { get(c) } else { None });
-                let class = values[class_col].value() as i32;
-                let reason = if !isnull[class_col] && class != chain / crate::chain::CLASS_STRIDE {
+                let (hash, size) = event::hash_values(|c| if c < HASHED { get(c) } else { None });
+                let class = get(class_col).map(|v| v.int4());
+                let reason = if let Some(class) = class.filter(|c| *c != chain / crate::chain::CLASS_STRIDE) {
                     Some(format!(
                         "moved event: stored under retention class {class}, but chain {chain} belongs to class {} \
                          (retention_class was changed)",
@@ -507,10 +499,9 @@ unsafe fn check_chain(
                 held_rows = 0;
             }
         }
-        pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
     }
-    pg_sys::SPI_cursor_close(portal);
-    pg_sys::SPI_freeplan(plan);
+    drop(cursor);
+    drop(spi);
 
     if report.bad.is_none() {
         let event = all_anchors.event.unwrap_or_default();
@@ -685,15 +676,16 @@ fn check_noted_head(chain: i32, noted: &Noted, report: &mut Report, last_seq: i6
     }
 }
 
-finfo_v1!(pg_finfo_audit_hash_event);
-
-/// `audit.hash_event(e audit.events) returns bytea`: the hash an event's columns give now,
-/// with the encoding of docs/hash-format.md. `hash = audit.hash_event(e)` holds for every
-/// untouched event; verify uses the same code.
-#[no_mangle]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn audit_hash_event(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let arg = (*fcinfo).args.as_slice(1)[0].value;
-    let hash = crate::event::with_event_row(arg, "audit.hash_event()", |get| event::hash_datums(get).0);
-    pg_sys::Datum::from(pgrx::varlena::rust_byte_slice_to_bytea(&hash).into_pg())
-}
+crate::c_function!(
+    /// `audit.hash_event(e audit.events) returns bytea`: the hash an event's columns give now,
+    /// with the encoding of docs/hash-format.md. `hash = audit.hash_event(e)` holds for every
+    /// untouched event; verify uses the same code.
+    pg_finfo_audit_hash_event,
+    audit_hash_event,
+    &[ROW],
+    |call| {
+        let row = call.arg(0)?;
+        let hash = event::with_event_row(row, "audit.hash_event()", |get| event::hash_values(get).0);
+        Some(Value::from_bytea(&hash))
+    }
+);

@@ -7,8 +7,6 @@ pub mod ddl;
 pub mod roles;
 pub mod rows;
 
-use pgrx::pg_sys;
-
 #[derive(thiserror::Error, Debug)]
 pub enum CaptureError {
     #[error("audit.capture_rows() fired in the wrong way: {0}")]
@@ -39,13 +37,8 @@ impl crate::error::SqlError for CaptureError {
 
 /// Registers the relcache callback of row capture and, when preloaded, the role hook.
 pub fn init() {
-    // SAFETY: called once from _PG_init, before any query runs in this backend.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(rows::relcache_callback), pg_sys::Datum::from(0));
-        if pg_sys::process_shared_preload_libraries_in_progress {
-            roles::PREV_UTILITY.with(|p| *p.borrow_mut() = pg_sys::ProcessUtility_hook);
-            pg_sys::ProcessUtility_hook = Some(roles::utility_hook);
-            roles::ROLE_HOOK_ACTIVE.with(|a| *a.borrow_mut() = true);
-        }
+    crate::pg::callbacks::on_relcache_invalidation(rows::relcache_changed);
+    if crate::pg::utility::install(roles::hook) {
+        roles::ROLE_HOOK_ACTIVE.set(true);
     }
 }

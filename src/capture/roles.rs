@@ -2,219 +2,118 @@
 //! from a utility hook installed when the library is preloaded.
 
 use crate::gucs;
-use pgrx::pg_sys;
+use crate::pg::backend;
+use crate::pg::utility::{Arg, Statement};
 use pgrx::prelude::*;
-
-use std::cell::RefCell;
-use std::ffi::{c_char, CStr};
+use serde_json::json;
+use std::cell::Cell;
 
 thread_local! {
-    pub(super) static ROLE_HOOK_ACTIVE: RefCell<bool> = const { RefCell::new(false) };
-    pub(super) static PREV_UTILITY: RefCell<pg_sys::ProcessUtility_hook_type> = const { RefCell::new(None) };
+    pub(super) static ROLE_HOOK_ACTIVE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether role changes are captured: the utility hook is installed only when the library is
 /// loaded through `shared_preload_libraries` (a per-session load would miss every session that
 /// never called into it).
 pub fn role_capture_active() -> bool {
-    ROLE_HOOK_ACTIVE.with(|a| *a.borrow())
+    ROLE_HOOK_ACTIVE.get()
 }
 
-#[pgrx::pg_guard]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe extern "C-unwind" fn utility_hook(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query: *const c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    // Described before running: ALTER ROLE ... RENAME and DROP change what the names mean.
-    let described = role_events((*pstmt).utilityStmt);
-    match PREV_UTILITY.with(|p| *p.borrow()) {
-        Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
-        None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
-    }
-    if !described.is_empty() {
-        record_role_events(described);
-    }
+/// The utility hook's work: describe the statement before it runs, record after.
+pub(super) fn hook(statement: Option<&Statement>) -> Option<Box<dyn FnOnce()>> {
+    let described = role_events(statement?);
+    (!described.is_empty()).then(|| Box::new(move || record_role_events(described)) as Box<dyn FnOnce()>)
 }
 
-/// (action, role name, new) for each role a statement changes; empty for other statements.
-unsafe fn role_events(node: *mut pg_sys::Node) -> Vec<(String, String, serde_json::Value)> {
-    use serde_json::json;
-    if node.is_null() {
-        return vec![];
+type RoleEvent = (String, String, serde_json::Value);
+
+/// Option names only, and the values of those that are not secrets (never a password).
+fn options(list: &[(String, Arg)]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (name, arg) in list {
+        let v = match arg {
+            Arg::Secret => json!("(set)"),
+            Arg::Bool(b) => json!(b),
+            Arg::Int(i) => json!(i),
+            Arg::List(items) => {
+                json!(items.iter().map(|i| i.clone().unwrap_or_else(|| "(list)".into())).collect::<Vec<_>>())
+            }
+            Arg::Str(s) => json!(s),
+            Arg::None => json!(true),
+        };
+        m.insert(name.clone(), v);
     }
-    let cstr =
-        |p: *const c_char| if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() };
-    let spec = |r: *mut pg_sys::RoleSpec| -> String {
-        if r.is_null() {
-            return String::new();
-        }
-        match (*r).roletype {
-            pg_sys::RoleSpecType::ROLESPEC_CSTRING => cstr((*r).rolename),
-            pg_sys::RoleSpecType::ROLESPEC_CURRENT_ROLE => "CURRENT_ROLE".into(),
-            pg_sys::RoleSpecType::ROLESPEC_CURRENT_USER => "CURRENT_USER".into(),
-            pg_sys::RoleSpecType::ROLESPEC_SESSION_USER => "SESSION_USER".into(),
-            _ => "PUBLIC".into(),
-        }
-    };
-    // Option names only, and the values of those that are not secrets (never a password).
-    let options = |l: *mut pg_sys::List| -> serde_json::Value {
-        let list = pgrx::PgList::<pg_sys::DefElem>::from_pg(l);
-        let mut m = serde_json::Map::new();
-        for d in list.iter_ptr() {
-            let name = cstr((*d).defname);
-            let arg = (*d).arg;
-            let v = if name == "password" {
-                json!("(set)")
-            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_Boolean {
-                json!((*(arg as *mut pg_sys::Boolean)).boolval)
-            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_Integer {
-                json!((*(arg as *mut pg_sys::Integer)).ival)
-            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_List {
-                let items = pgrx::PgList::<pg_sys::Node>::from_pg(arg as *mut pg_sys::List);
-                json!(items
-                    .iter_ptr()
-                    .map(|n| if (*n).type_ == pg_sys::NodeTag::T_RoleSpec {
-                        role_spec_name(n as *mut pg_sys::RoleSpec)
-                    } else {
-                        "(list)".into()
-                    })
-                    .collect::<Vec<_>>())
-            } else if !arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_String {
-                json!(cstr((*(arg as *mut pg_sys::String)).sval))
-            } else {
-                json!(true)
-            };
-            m.insert(name, v);
-        }
-        serde_json::Value::Object(m)
-    };
-    match (*node).type_ {
-        pg_sys::NodeTag::T_CreateRoleStmt => {
-            let s = node as *mut pg_sys::CreateRoleStmt;
-            let role = cstr((*s).role);
-            let mut out = vec![("role.create".to_string(), role.clone(), json!({"options": options((*s).options)}))];
+    serde_json::Value::Object(m)
+}
+
+/// The role lists among CREATE/ALTER ROLE options (`addroleto`, `rolemembers`,
+/// `adminmembers`): (option name, role names).
+fn role_lists(list: &[(String, Arg)]) -> Vec<(String, Vec<String>)> {
+    list.iter()
+        .filter_map(|(name, arg)| match arg {
+            Arg::List(items) if matches!(name.as_str(), "addroleto" | "rolemembers" | "adminmembers") => {
+                Some((name.clone(), items.iter().flatten().cloned().collect()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// (action, role name, new) for each role a statement changes.
+fn role_events(statement: &Statement) -> Vec<RoleEvent> {
+    match statement {
+        Statement::CreateRole { role, options: opts } => {
+            let mut out = vec![("role.create".to_string(), role.clone(), json!({"options": options(opts)}))];
             // memberships the statement grants: IN ROLE g (role joins g), ROLE/ADMIN u (u joins role)
-            for (name, list) in role_lists((*s).options) {
+            for (name, list) in role_lists(opts) {
                 match name.as_str() {
-                    "addroleto" => out.extend(list.iter().map(|g| grant_event(true, &role, g, false))),
+                    "addroleto" => out.extend(list.iter().map(|g| grant_event(true, role, g, false))),
                     "rolemembers" | "adminmembers" => {
-                        out.extend(list.iter().map(|m| grant_event(true, m, &role, name == "adminmembers")))
+                        out.extend(list.iter().map(|m| grant_event(true, m, role, name == "adminmembers")))
                     }
                     _ => {}
                 }
             }
             out
         }
-        pg_sys::NodeTag::T_AlterRoleStmt => {
-            let s = node as *mut pg_sys::AlterRoleStmt;
-            let role = spec((*s).role);
+        Statement::AlterRole { role, action, options: opts } => {
             let members: Vec<String> =
-                role_lists((*s).options).into_iter().filter(|(n, _)| n == "rolemembers").flat_map(|(_, l)| l).collect();
+                role_lists(opts).into_iter().filter(|(n, _)| n == "rolemembers").flat_map(|(_, l)| l).collect();
             if !members.is_empty() {
                 // ALTER GROUP role ADD USER / DROP USER members: action +1 adds, -1 drops
-                let grant = (*s).action >= 0;
-                return members.iter().map(|m| grant_event(grant, m, &role, false)).collect();
+                let grant = *action >= 0;
+                return members.iter().map(|m| grant_event(grant, m, role, false)).collect();
             }
-            vec![("role.alter".into(), role, json!({"options": options((*s).options)}))]
+            vec![("role.alter".into(), role.clone(), json!({"options": options(opts)}))]
         }
-        pg_sys::NodeTag::T_AlterSystemStmt => {
-            let s = node as *mut pg_sys::AlterSystemStmt;
-            let set = (*s).setstmt;
-            let setting = if set.is_null() || (*set).name.is_null() { "ALL".into() } else { cstr((*set).name) };
+        Statement::AlterSystem { setting } => {
+            let setting = setting.clone().unwrap_or_else(|| "ALL".into());
             vec![("setting.alter_system".into(), setting.clone(), json!({"setting": setting, "scope": "system"}))]
         }
-        pg_sys::NodeTag::T_AlterDatabaseSetStmt => {
-            let s = node as *mut pg_sys::AlterDatabaseSetStmt;
-            let set = (*s).setstmt;
-            let setting = if set.is_null() || (*set).name.is_null() { "ALL".into() } else { cstr((*set).name) };
+        Statement::AlterDatabaseSet { database, setting } => {
+            let setting = setting.clone().unwrap_or_else(|| "ALL".into());
             vec![(
                 "setting.alter_database".into(),
                 setting.clone(),
-                json!({"setting": setting, "scope": "database", "database": cstr((*s).dbname)}),
+                json!({"setting": setting, "scope": "database", "database": database}),
             )]
         }
-        pg_sys::NodeTag::T_AlterRoleSetStmt => {
-            let s = node as *mut pg_sys::AlterRoleSetStmt;
-            let set = (*s).setstmt;
-            let setting = if set.is_null() { String::new() } else { cstr((*set).name) };
-            let db = cstr((*s).database);
-            let role = if (*s).role.is_null() { "ALL".into() } else { spec((*s).role) };
-            vec![(
-                "role.set".into(),
-                role,
-                json!({"setting": setting, "database": if db.is_empty() { serde_json::Value::Null } else { json!(db) }}),
-            )]
+        Statement::AlterRoleSet { role, database, setting } => vec![(
+            "role.set".into(),
+            role.clone().unwrap_or_else(|| "ALL".into()),
+            json!({"setting": setting, "database": database}),
+        )],
+        Statement::DropRole { roles } => {
+            roles.iter().map(|r| ("role.drop".to_string(), r.clone(), json!({}))).collect()
         }
-        pg_sys::NodeTag::T_DropRoleStmt => {
-            let s = node as *mut pg_sys::DropRoleStmt;
-            let list = pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).roles);
-            list.iter_ptr().map(|r| ("role.drop".to_string(), spec(r), json!({}))).collect()
-        }
-        pg_sys::NodeTag::T_GrantRoleStmt => {
-            let s = node as *mut pg_sys::GrantRoleStmt;
-            let granted: Vec<String> = pgrx::PgList::<pg_sys::AccessPriv>::from_pg((*s).granted_roles)
-                .iter_ptr()
-                .map(|p| cstr((*p).priv_name))
-                .collect();
-            let grantees: Vec<String> =
-                pgrx::PgList::<pg_sys::RoleSpec>::from_pg((*s).grantee_roles).iter_ptr().map(spec).collect();
-            let action = if (*s).is_grant { "role.grant" } else { "role.revoke" };
+        Statement::GrantRole { granted, grantees, is_grant, admin } => {
+            let action = if *is_grant { "role.grant" } else { "role.revoke" };
             grantees
                 .iter()
-                .map(|g| (action.to_string(), g.clone(), json!({"roles": granted, "admin_option": (*s).admin_opt})))
+                .map(|g| (action.to_string(), g.clone(), json!({"roles": granted, "admin_option": admin})))
                 .collect()
         }
-        pg_sys::NodeTag::T_RenameStmt => {
-            let s = node as *mut pg_sys::RenameStmt;
-            if (*s).renameType != pg_sys::ObjectType::OBJECT_ROLE {
-                return vec![];
-            }
-            vec![("role.rename".into(), cstr((*s).subname), json!({"new_name": cstr((*s).newname)}))]
-        }
-        _ => vec![],
-    }
-}
-
-/// The role lists among CREATE/ALTER ROLE options (`addroleto`, `rolemembers`,
-/// `adminmembers`): (option name, role names).
-unsafe fn role_lists(l: *mut pg_sys::List) -> Vec<(String, Vec<String>)> {
-    let mut out = vec![];
-    for d in pgrx::PgList::<pg_sys::DefElem>::from_pg(l).iter_ptr() {
-        let name = CStr::from_ptr((*d).defname).to_string_lossy().into_owned();
-        let arg = (*d).arg;
-        if matches!(name.as_str(), "addroleto" | "rolemembers" | "adminmembers")
-            && !arg.is_null()
-            && (*arg).type_ == pg_sys::NodeTag::T_List
-        {
-            let names = pgrx::PgList::<pg_sys::RoleSpec>::from_pg(arg as *mut pg_sys::List)
-                .iter_ptr()
-                .map(|r| role_spec_name(r))
-                .collect();
-            out.push((name, names));
-        }
-    }
-    out
-}
-
-unsafe fn role_spec_name(r: *mut pg_sys::RoleSpec) -> String {
-    if r.is_null() {
-        return String::new();
-    }
-    match (*r).roletype {
-        pg_sys::RoleSpecType::ROLESPEC_CSTRING if !(*r).rolename.is_null() => {
-            CStr::from_ptr((*r).rolename).to_string_lossy().into_owned()
-        }
-        pg_sys::RoleSpecType::ROLESPEC_CURRENT_ROLE => "CURRENT_ROLE".into(),
-        pg_sys::RoleSpecType::ROLESPEC_CURRENT_USER => "CURRENT_USER".into(),
-        pg_sys::RoleSpecType::ROLESPEC_SESSION_USER => "SESSION_USER".into(),
-        _ => "PUBLIC".into(),
+        Statement::RenameRole { from, to } => vec![("role.rename".into(), from.clone(), json!({"new_name": to}))],
     }
 }
 
@@ -232,11 +131,11 @@ fn grant_event(grant: bool, member: &str, group: &str, admin: bool) -> (String, 
 /// pinned search path, typed parameters, a security-restricted operation. Any login role can
 /// reach this hook (`ALTER ROLE CURRENT_USER PASSWORD ...`), so nothing here may resolve a
 /// name through the caller's path or run the caller's code.
-unsafe fn record_role_events(events: Vec<(String, String, serde_json::Value)>) {
+fn record_role_events(events: Vec<RoleEvent>) {
     if !gucs::capturing_ddl()
-        || !pg_sys::IsTransactionState()
-        || pg_sys::creating_extension
-        || pg_sys::get_extension_oid(c"audit_ext".as_ptr(), true) == pg_sys::InvalidOid
+        || !backend::in_transaction()
+        || backend::creating_extension()
+        || !backend::extension_installed(c"audit_ext")
     {
         return;
     }

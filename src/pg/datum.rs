@@ -3,7 +3,6 @@
 //! because a `Datum` carries no type: each one's safety note says what the caller vouches for.
 
 use pgrx::pg_sys;
-use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 use std::ffi::CStr;
 
 /// A text datum (palloc'd in the current context) holding `b`.
@@ -14,15 +13,6 @@ use std::ffi::CStr;
 #[inline]
 pub unsafe fn text(b: &[u8]) -> pg_sys::Datum {
     pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(b.as_ptr() as *const _, b.len() as i32))
-}
-
-/// A bytea datum holding `b` (text and bytea share the varlena layout).
-///
-/// # Safety
-/// As [`text`].
-#[inline]
-pub unsafe fn bytea(b: &[u8]) -> pg_sys::Datum {
-    text(b)
 }
 
 /// A jsonb datum parsed from `s` (raises the input function's error on bad JSON).
@@ -53,51 +43,58 @@ pub unsafe fn call(
     pgrx::direct_function_call_as_datum(f, &args)
 }
 
-/// Zero-copy bytes of a text/bytea/inet datum (detoasted into the current context if needed).
+/// Calls `f` with PostgreSQL's own jsonb text of `d` (`jsonb_out`: keys ordered by length then
+/// bytes, ", " and ": " separators, numerics as stored), independent of every setting.
 ///
-/// # Safety
-/// `d` must be a varlena datum.
-#[inline]
-pub unsafe fn bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
-    let mut v = d.cast_mut_ptr::<pg_sys::varlena>();
-    // Only compressed or out-of-line values need detoasting; skipping the call for the
-    // common inline case saves pgrx's setjmp guard on every field (seen in perf).
-    if varatt_is_1b_e(v) || varatt_is_4b_c(v) {
-        v = pg_sys::pg_detoast_datum_packed(v);
-    }
-    varlena_to_byte_slice(v)
-}
-
-/// PostgreSQL's own jsonb text (`jsonb_out`): keys ordered by length then bytes, ", " and ": "
-/// separators, numerics as stored. Independent of every setting.
-///
-/// The text lives in one buffer reused by every call (a fresh buffer per jsonb was most of
-/// verify's allocation churn): it is valid until the next call, so callers copy or consume it
-/// at once.
+/// The text is written into one buffer kept for the backend and reused by every call (a fresh
+/// buffer per jsonb was most of verify's allocation churn). It is taken out of its slot while
+/// `f` runs, so a nested call (or an error unwinding out of `f`) never sees it half-used: the
+/// nested call makes a buffer of its own, and the guard puts one back either way.
 ///
 /// # Safety
 /// `d` must be a jsonb datum.
-pub unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a CStr {
+pub unsafe fn with_jsonb_text<R>(d: pg_sys::Datum, f: impl FnOnce(&CStr) -> R) -> R {
     thread_local! {
         static OUT: std::cell::Cell<*mut pg_sys::StringInfoData> = const { std::cell::Cell::new(std::ptr::null_mut()) };
     }
+    struct Slot(*mut pg_sys::StringInfoData);
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            // SAFETY: both buffers were made in TopMemoryContext by this function; the one
+            // not kept is freed.
+            unsafe {
+                let other = OUT.replace(self.0);
+                if !other.is_null() {
+                    free(other);
+                }
+            }
+        }
+    }
+    /// # Safety
+    /// `b` is a StringInfo made by this function (makeStringInfo in TopMemoryContext).
+    unsafe fn free(b: *mut pg_sys::StringInfoData) {
+        pg_sys::pfree((*b).data.cast());
+        pg_sys::pfree(b.cast());
+    }
     let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::Jsonb;
     let size = pgrx::varlena::varsize_any(jb as *const pg_sys::varlena) as i32;
-    let mut out = OUT.get();
-    if out.is_null() || (*out).maxlen > 8 * 1024 * 1024 {
+    let mut out = OUT.replace(std::ptr::null_mut());
+    if !out.is_null() && (*out).maxlen > 8 * 1024 * 1024 {
         // (a buffer grown past 8 MB by one huge document is not kept)
-        if !out.is_null() {
-            pg_sys::pfree((*out).data.cast());
-            pg_sys::pfree(out.cast());
-        }
+        free(out);
+        out = std::ptr::null_mut();
+    }
+    if out.is_null() {
         let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
         out = pg_sys::makeStringInfo();
         pg_sys::MemoryContextSwitchTo(old);
-        OUT.set(out);
     }
+    let slot = Slot(out);
     pg_sys::resetStringInfo(out);
     let cstr = pg_sys::JsonbToCString(out, &mut (*jb).root, size);
-    CStr::from_ptr(cstr)
+    let r = f(CStr::from_ptr(cstr));
+    drop(slot);
+    r
 }
 
 /// True when a jsonb datum's top level is an object.

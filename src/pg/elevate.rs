@@ -31,7 +31,7 @@ thread_local! {
 /// The role that owns the extension in this database (the one `CREATE EXTENSION` ran as):
 /// audit_ext's SECURITY DEFINER functions run as it. Read once per backend and database.
 pub fn extension_owner() -> pg_sys::Oid {
-    let db = unsafe { pg_sys::MyDatabaseId };
+    let db = super::backend::database_id();
     let (cached_db, owner) = OWNER.get();
     if cached_db == db && owner != pg_sys::InvalidOid {
         return owner;
@@ -61,23 +61,28 @@ pub fn extension_owner() -> pg_sys::Oid {
 /// after. On an error, transaction (or subtransaction) abort restores them, as it does for
 /// PostgreSQL's own SECURITY DEFINER calls.
 ///
-/// # Safety
-/// Must run inside a transaction. `f` must not run code that the caller controls: it may
-/// only execute audit_ext's own schema-qualified statements with typed parameters.
-pub unsafe fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+/// **Security:** `f` must not run code that the caller controls: it may only execute
+/// audit_ext's own schema-qualified statements with typed parameters (the rule above). This is
+/// not a memory-safety condition, so the function is not `unsafe`; every caller says in its
+/// doc comment how it keeps the rule.
+pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     let owner = extension_owner();
     if owner == pg_sys::InvalidOid {
         pgrx::error!("audit_ext: the extension's owner is unknown in this database");
     }
-    let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
-    pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+    let (user, sec) = super::backend::user_and_context();
     with_pinned_path(|| {
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
+        // SAFETY: switching the user id and security context is what SECURITY DEFINER calls
+        // do; both are restored below, or by (sub)transaction abort on an error.
+        unsafe {
+            pg_sys::SetUserIdAndSecContext(
+                owner,
+                sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            )
+        };
         let r = f();
-        pg_sys::SetUserIdAndSecContext(user, sec);
+        // SAFETY: as above.
+        unsafe { pg_sys::SetUserIdAndSecContext(user, sec) };
         r
     })
 }
@@ -87,28 +92,32 @@ pub unsafe fn as_owner<R>(f: impl FnOnce() -> R) -> R {
 /// privileged role's direct INSERT would otherwise run under that session's path: kept plans
 /// are re-analysed under the current path whenever it changes. A GUC nest level costs a few
 /// microseconds; these paths run once per transaction or per matching alert, not per event.
-///
-/// # Safety
-/// Must run inside a transaction.
-pub unsafe fn with_pinned_path<R>(f: impl FnOnce() -> R) -> R {
+pub fn with_pinned_path<R>(f: impl FnOnce() -> R) -> R {
     // Already pinned (inside audit_ext's own functions, whose SET clause pinned it): nothing to
     // do. Setting it again costs a GUC nest level and a recomputation of the search path.
-    let current = pg_sys::namespace_search_path;
-    if !current.is_null() && std::ffi::CStr::from_ptr(current).to_bytes() == PINNED.to_bytes() {
+    // SAFETY: namespace_search_path is the GUC's string variable, NULL or NUL-terminated.
+    let current = unsafe { pg_sys::namespace_search_path };
+    if !current.is_null() && unsafe { std::ffi::CStr::from_ptr(current) }.to_bytes() == PINNED.to_bytes() {
         return f();
     }
-    let level = pg_sys::NewGUCNestLevel();
-    pg_sys::set_config_option(
-        c"search_path".as_ptr(),
-        PINNED.as_ptr(),
-        pg_sys::GucContext::PGC_USERSET,
-        pg_sys::GucSource::PGC_S_SESSION,
-        pg_sys::GucAction::GUC_ACTION_SAVE,
-        true,
-        0,
-        false,
-    );
+    // SAFETY: a GUC nest level saved here and closed below (or by abort on an error), the way
+    // PostgreSQL's own SET clauses of functions do it.
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            PINNED.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    };
     let r = f();
-    pg_sys::AtEOXact_GUC(true, level);
+    // SAFETY: closes the nest level opened above.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
     r
 }

@@ -23,7 +23,6 @@ pub mod partitions;
 pub mod policies;
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 #[derive(thiserror::Error, Debug)]
 pub enum RetentionError {
@@ -45,8 +44,7 @@ impl crate::error::SqlError for RetentionError {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+fn relcache_changed(relid: pg_sys::Oid) {
     policies::relcache_changed(relid);
     partitions::relcache_changed(relid);
 }
@@ -54,6 +52,5 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
 /// Registers the relcache callback that keeps the per-backend caches of policies and
 /// partitions current.
 pub fn init() {
-    // SAFETY: called once from _PG_init, before any query runs in this backend.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0)) };
+    crate::pg::callbacks::on_relcache_invalidation(relcache_changed);
 }

@@ -2,6 +2,7 @@
 //! event, and the background worker that creates the next ones ahead of time.
 
 use crate::gucs;
+use crate::pg::backend;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -82,12 +83,12 @@ pub fn partition_for(class: i32, at: i64) -> Option<pg_sys::Oid> {
 /// `f` of the class's live partitions as this backend knows them, read again first when that
 /// is older than `max_age_us` (or unknown).
 fn with_parts<R>(class: i32, max_age_us: i64, f: impl Fn(&Parts) -> R) -> R {
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let now = backend::now();
     let fresh = PARTS.with(|p| p.borrow().get(&class).filter(|c| now < c.read_at + max_age_us).map(&f));
     if let Some(r) = fresh {
         return r;
     }
-    let list = unsafe { crate::pg::elevate::with_pinned_path(|| load_parts(class)) };
+    let list = crate::pg::elevate::with_pinned_path(|| load_parts(class));
     let until = list.iter().map(|p| p.to).max().unwrap_or(i64::MIN);
     let parts = Parts { list, until, read_at: now };
     let r = f(&parts);
@@ -96,11 +97,10 @@ fn with_parts<R>(class: i32, max_age_us: i64, f: impl Fn(&Parts) -> R) -> R {
 }
 
 fn load_parts(class: i32) -> Vec<Part> {
-    let ns = unsafe { pg_sys::get_namespace_oid(c"audit".as_ptr(), true) };
-    if ns == pg_sys::InvalidOid {
+    let Some(ns) = backend::namespace_oid(c"audit") else {
         return vec![];
-    }
-    EVENTS_REL.set(unsafe { pg_sys::get_relname_relid(c"events".as_ptr(), ns) });
+    };
+    EVENTS_REL.set(backend::relid_in(ns, c"events").unwrap_or(pg_sys::InvalidOid));
     // registered and attached to audit.events
     let rows: Vec<(i64, i64, i64)> = Spi::connect(|client| {
         client
@@ -134,7 +134,7 @@ pub fn after_route(class: i32) {
     if IN_WORKER.get() || gucs::restoring() || !gucs::PARTITION_WORKER.get() {
         return;
     }
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let now = backend::now();
     let lead = gucs::PARTITION_PERIOD.get().lead_us();
     if PARTS.with(|p| p.borrow().get(&class).is_some_and(|c| now + lead <= c.until)) {
         return;
@@ -147,7 +147,7 @@ pub fn after_route(class: i32) {
 }
 
 fn launch() {
-    let db = unsafe { pg_sys::MyDatabaseId };
+    let db = backend::database_id();
     let started = BackgroundWorkerBuilder::new("audit_ext partitions")
         .set_type("audit_ext partitions")
         .set_function("audit_ext_partition_worker")

@@ -3,6 +3,7 @@
 
 use super::RetentionError;
 use crate::error::raise;
+use crate::pg::backend;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -46,7 +47,7 @@ fn specificity(pattern: &str) -> (bool, usize) {
 pub fn class_of(action: &str) -> i32 {
     POLICIES.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.get_or_insert_with(|| unsafe { crate::pg::elevate::with_pinned_path(load_policies) });
+        let list = p.get_or_insert_with(|| crate::pg::elevate::with_pinned_path(load_policies));
         list.iter().find(|(pat, _)| matches(pat, action)).map(|(_, c)| *c).unwrap_or(0)
     })
 }
@@ -59,11 +60,8 @@ fn load_policies() -> Vec<(String, i32)> {
             .unwrap_or_default()
     });
     list.sort_by(|a, b| specificity(&b.0).cmp(&specificity(&a.0)).then(a.0.cmp(&b.0)));
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
-        if ns != pg_sys::InvalidOid {
-            POLICY_REL.set(pg_sys::get_relname_relid(c"retention".as_ptr(), ns));
-        }
+    if let Some(ns) = backend::namespace_oid(c"audit") {
+        POLICY_REL.set(backend::relid_in(ns, c"retention").unwrap_or(pg_sys::InvalidOid));
     }
     list
 }
@@ -89,15 +87,9 @@ fn check_pattern(pattern: &str) -> bool {
 /// `audit.set_retention` after it changed `audit.retention`).
 #[pg_extern(volatile, parallel_unsafe, name = "_retention_changed")]
 fn retention_changed() {
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"audit".as_ptr(), true);
-        if ns != pg_sys::InvalidOid {
-            for t in [c"retention", c"partitions"] {
-                let oid = pg_sys::get_relname_relid(t.as_ptr(), ns);
-                if oid != pg_sys::InvalidOid {
-                    pg_sys::CacheInvalidateRelcacheByRelid(oid);
-                }
-            }
+    for t in [c"retention", c"partitions"] {
+        if let Some(oid) = backend::audit_relid(t) {
+            backend::invalidate_relcache(oid);
         }
     }
 }

@@ -9,6 +9,11 @@
    `crate::a::b` counts as a use of `a`), so that each can be read on its own.
 3. Every module and action of src/vocab.rs's OWN (the events audit_ext records itself) is in
    the README's "Events audit_ext records itself" table, and every action named there is in OWN.
+4. Unsafe code lives in src/pg/ only (issue 15, section 3): no `unsafe` anywhere else in src/
+   (the features are safe Rust over src/pg/), and in src/pg/ every `unsafe fn` has a
+   `# Safety` section (callbacks PostgreSQL calls, `unsafe extern "C"`, excepted: their
+   registration says what they may do) and every `unsafe { ... }` a `SAFETY:` note within the
+   six lines before it.
 
 Exits 1 and says what is wrong when a rule is broken. Frozen release scripts
 (sql/audit_ext--*.sql) are history, not checked."""
@@ -109,8 +114,34 @@ for n in sorted(named):
     if n not in listed and not any(p.endswith(('.', '_')) and n.startswith(p) for p in listed):
         problems.append(f'README "Events audit_ext records itself" names {n}, which src/vocab.rs does not list')
 
+# 4. unsafe only in src/pg/ ------------------------------------------------------------------
+unsafe_sites = 0
+for f in sorted(glob.glob(f'{ROOT}/src/**/*.rs', recursive=True)):
+    rel = os.path.relpath(f, ROOT)
+    lines = open(f).read().splitlines()
+    in_pg = rel.startswith('src/pg/')
+    for n, line in enumerate(lines, 1):
+        code = line.split('//')[0]
+        code = re.sub(r'"[^"]*"', '""', code)
+        if not re.search(r'\bunsafe\b', code.replace('parallel_unsafe', '')):
+            continue
+        if not in_pg:
+            if rel == 'src/lib.rs' and '_PG_init' in line:
+                continue  # the library's entry point, glue
+            problems.append(f'{rel}:{n}: unsafe code outside src/pg/ (move the raw work into the pg layer)')
+            continue
+        unsafe_sites += 1
+        before = '\n'.join(lines[max(0, n - 7):n])
+        if re.search(r'\bunsafe\s+(extern\s+"C[^"]*"\s+)?fn\b', line.split('//')[0]):
+            # a callback PostgreSQL calls (extern "C") is documented by its registration
+            if 'extern "C' in line or '# Safety' in '\n'.join(lines[max(0, n - 16):n]):
+                continue
+            problems.append(f'{rel}:{n}: unsafe fn without a "# Safety" section')
+        elif 'unsafe' in code and 'SAFETY' not in before and 'unsafe fn' not in before and '# Safety' not in before:
+            # (inside an unsafe fn, whose Safety section covers it)
+            problems.append(f'{rel}:{n}: unsafe block without a SAFETY note')
 for p in problems:
     print('lint_rules:', p)
 print(f'lint_rules: {len(raised)} SQLSTATEs raised, all in README "Errors"; {len(mods)} modules, no import circle; '
-      f'{len(listed)} own event names, all in README' if not problems else f'lint_rules: {len(problems)} problem(s)')
+      f'{len(listed)} own event names, all in README; {unsafe_sites} unsafe sites, all in src/pg/ with notes' if not problems else f'lint_rules: {len(problems)} problem(s)')
 sys.exit(1 if problems else 0)
