@@ -67,10 +67,25 @@ AS $$
            ('audit_ext_ddl_drop', 'audit.capture_ddl_drop()', 'sql_drop')
 $$;
 
+-- The row level security policies of audit.events (sql/visibility.sql), as PostgreSQL prints
+-- them back (pg_get_expr): the guards compare the live policies with these, so that a policy
+-- someone else added, or one of these altered, is reported. cmd: r SELECT, a INSERT.
+CREATE FUNCTION audit._guard_policies() RETURNS TABLE (name name, cmd "char", roles name[], qual text, with_check text)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('audit_readers'::name, 'r'::"char", ARRAY['audit_reader']::name[], 'true'::text, NULL::text),
+           ('audit_viewers', 'r', ARRAY['audit_viewer'],
+            '((actor = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])) OR ((metadata ->> ''db_user''::text) = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])))',
+            NULL),
+           ('audit_inserts', 'a', ARRAY['public'], NULL, 'true')
+$$;
+
 -- What is wrong with the guards, one row per problem, none when nothing is (the guards row of audit.verify(),
 -- src/guards.rs): a trigger of audit.events (or of one of its partitions) or an event trigger
 -- missing, disabled, conditional or not ALWAYS; a guard function that is no longer
--- audit_ext's C function; a rule or row level security on audit.events; a tracked table whose
+-- audit_ext's C function; a rule on audit.events; row level security off or forced on it, a
+-- policy on it that is not audit_ext's or not as audit_ext made it, a viewer that can read a
+-- partition directly or bypasses row level security; a tracked table whose
 -- capture is not intact; a partition that left other than through apply_retention, or whose
 -- bounds audit.partitions misstates; DDL capture off; capture, retention, alert and stream
 -- settings that differ from what the log says they were set to. Runs as the caller (an
@@ -113,8 +128,37 @@ SELECT p FROM (
     SELECT format('rule %s on audit.events', r.rulename) FROM pg_catalog.pg_rewrite r
     WHERE r.ev_class = 'audit.events'::regclass
     UNION ALL
-    SELECT 'row level security is enabled on audit.events' FROM pg_catalog.pg_class c
-    WHERE c.oid = 'audit.events'::regclass AND c.relrowsecurity
+    SELECT CASE WHEN NOT c.relrowsecurity
+                THEN 'row level security is off on audit.events: members of audit_viewer see every event'
+                ELSE 'row level security is forced on audit.events: audit_ext''s own reads of the log (chain heads, verify) see no events' END
+    FROM pg_catalog.pg_class c
+    WHERE c.oid = 'audit.events'::regclass AND (NOT c.relrowsecurity OR c.relforcerowsecurity)
+    UNION ALL
+    SELECT format('policy %s on audit.events is not audit_ext''s: it changes who sees or writes which events', p.polname)
+    FROM pg_catalog.pg_policy p
+    WHERE p.polrelid = 'audit.events'::regclass AND p.polname NOT IN (SELECT g.name FROM audit._guard_policies() g)
+    UNION ALL
+    SELECT format('policy %s on audit.events is %s', g.name,
+                  CASE WHEN p.oid IS NULL THEN 'missing' ELSE 'not as audit_ext made it (it was altered)' END)
+    FROM audit._guard_policies() g
+    LEFT JOIN pg_catalog.pg_policy p ON p.polrelid = 'audit.events'::regclass AND p.polname = g.name
+    WHERE p.oid IS NULL OR p.polcmd <> g.cmd OR NOT p.polpermissive
+       OR (SELECT array_agg(CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END ORDER BY 1)
+           FROM unnest(p.polroles) r)::name[] IS DISTINCT FROM g.roles
+       OR pg_catalog.pg_get_expr(p.polqual, p.polrelid) IS DISTINCT FROM g.qual
+       OR pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) IS DISTINCT FROM g.with_check
+    UNION ALL
+    SELECT format('%s can read partition %s directly, past the policies of audit.events (a member of audit_viewer, not of audit_reader)',
+                  r.rolname, i.inhrelid::regclass)
+    FROM pg_catalog.pg_inherits i CROSS JOIN pg_catalog.pg_roles r
+    WHERE i.inhparent = 'audit.events'::regclass AND NOT r.rolsuper
+      AND pg_catalog.pg_has_role(r.oid, 'audit_viewer', 'MEMBER') AND NOT pg_catalog.pg_has_role(r.oid, 'audit_reader', 'MEMBER')
+      AND pg_catalog.has_table_privilege(r.oid, i.inhrelid, 'SELECT')
+    UNION ALL
+    SELECT format('%s is a member of audit_viewer with BYPASSRLS: it sees every event', r.rolname)
+    FROM pg_catalog.pg_roles r
+    WHERE r.rolbypassrls AND NOT r.rolsuper
+      AND pg_catalog.pg_has_role(r.oid, 'audit_viewer', 'MEMBER') AND NOT pg_catalog.pg_has_role(r.oid, 'audit_reader', 'MEMBER')
     UNION ALL
     SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl))
     FROM audit.tracked_tables t WHERE NOT t.intact
@@ -626,11 +670,25 @@ WHERE e.at > now() - interval '24 hours'
 ORDER BY e.id DESC;
 COMMENT ON VIEW audit.recent IS 'Events of the last 24 hours, newest first.';
 
+-- The guard problems (audit._guard_problems()) for a caller that may read them, none for one
+-- that may not: a member of audit_viewer reads audit.security_events too, and learns from it
+-- its own events, not the details of the guards. PL/pgSQL, so that the query, and the privilege
+-- checks of what it reads, run only for a caller allowed to run it.
+CREATE FUNCTION audit._visible_guard_problems() RETURNS SETOF text
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.has_function_privilege('audit._guard_problems()', 'EXECUTE') THEN
+        RETURN QUERY SELECT p FROM audit._guard_problems() p;
+    END IF;
+END
+$$;
+
 -- What a security team looks at first, each event with its kind: failed and denied
 -- authentications and actions, permission and role changes, changes of audit_ext's own
 -- settings (capture, retention, alerts, streams, server settings), alerts fired, retention
 -- applied; and, as rows with id NULL, what is wrong with the guards of the log now
--- (audit._guard_problems(), the guards row of audit.verify()).
+-- (audit._guard_problems(), the guards row of audit.verify()), to those who may read them.
 CREATE VIEW audit.security_events WITH (security_invoker = true) AS
 SELECT e.id, e.at,
        CASE WHEN e.action LIKE 'authentication.%' AND e.status <> 'success' THEN 'failed_authentication'
@@ -653,7 +711,7 @@ WHERE (e.action LIKE 'authentication.%' AND e.status <> 'success')
                         'stream.create', 'stream.drop'))
 UNION ALL
 SELECT NULL::bigint, now(), 'guard_problem', NULL, NULL, 'audit.guards', 'failure', 'critical', NULL, NULL, NULL, g.problem
-FROM audit._guard_problems() g(problem);
+FROM audit._visible_guard_problems() g(problem);
 COMMENT ON VIEW audit.security_events IS 'Failed and denied actions, permission, role and audit setting changes, alerts, retention, guard problems.';
 
 -- NetEye's "My changes": the changes (events with old and/or new properties) made in the
@@ -795,7 +853,8 @@ REVOKE ALL ON FUNCTION audit._own_action(text, text), audit._check_severity(text
 REVOKE ALL ON audit.signing_keys FROM PUBLIC;
 REVOKE ALL ON SEQUENCE audit.signing_keys_id_seq FROM PUBLIC;
 REVOKE ALL ON audit.recent, audit.security_events, audit.my_changes FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers()
+GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers(),
+                          audit._guard_policies()
     TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
                           audit._export_header(text)
@@ -805,3 +864,133 @@ GRANT EXECUTE ON FUNCTION audit.summary(timestamptz, timestamptz, text) TO audit
 GRANT EXECUTE ON FUNCTION audit.checkpoint(), audit.rotate_signing_key() TO audit_admin;
 GRANT EXECUTE ON FUNCTION audit.signing_key(), audit.verify(jsonb) TO audit_reader;
 GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_reader;
+
+-- Who sees what (sql/visibility.sql): the role, then the table, policies and functions.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'audit_viewer') THEN
+        CREATE ROLE audit_viewer NOLOGIN;
+    END IF;
+END
+$roles$;
+-- audit_admin) see every event; members of audit_viewer see their own events, and those of the
+-- roles audit.allow_view() let them view. Row level security on audit.events, with policies
+-- that audit_ext owns (audit._guard_policies(), sql/guards.sql: the guards check that they are
+-- exactly these, and refuse any other). Every function and view that reads events as its
+-- caller (audit.search, audit.changes, audit.row_history, audit.export, the auditor's views)
+-- therefore shows a viewer only what it may see; audit.verify() reads every event as the
+-- extension's owner and tells a viewer only chain-level results.
+
+-- Who may view whose events beyond their own. regrole columns: a dump names the roles, and a
+-- restore finds them again by name.
+CREATE TABLE audit.viewers (
+    viewer     regrole     NOT NULL,
+    of_role    regrole     NOT NULL,
+    granted_by text COLLATE "C" NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (viewer, of_role)
+);
+SELECT pg_catalog.pg_extension_config_dump('audit.viewers', '');
+
+-- The caller's own grants (current_user in a view is the querying role; the view reads
+-- audit.viewers with its owner's rights), so that a viewer learns nothing of others' grants.
+CREATE VIEW audit._my_view_grants WITH (security_barrier = true) AS
+SELECT v.of_role FROM audit.viewers v WHERE v.viewer OPERATOR(pg_catalog.=) CURRENT_USER::regrole;
+
+-- The role names whose events the current role sees as a viewer: itself, and every role that
+-- is a member (directly or not) of a role it was allowed to view, that role included. The
+-- policy calls it once per statement (a scalar subquery, an InitPlan), not once per row.
+CREATE FUNCTION audit._visible_roles() RETURNS text[]
+    LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_agg(DISTINCT n ORDER BY n) FROM (
+        SELECT CURRENT_USER::text
+        UNION ALL
+        SELECT r.rolname::text FROM audit._my_view_grants g
+        JOIN pg_catalog.pg_roles r ON pg_catalog.pg_has_role(r.oid, g.of_role::oid, 'MEMBER')
+    ) s(n)
+$$;
+
+ALTER TABLE audit.events ENABLE ROW LEVEL SECURITY;
+-- Readers see all: a constant qual, which the planner drops, so it costs them nothing.
+CREATE POLICY audit_readers ON audit.events FOR SELECT TO audit_reader USING (true);
+-- Viewers see the events they are the actor of, or whose connection they were when an
+-- application asserted an end user as the actor (metadata.db_user), and the same of the roles
+-- they may view.
+CREATE POLICY audit_viewers ON audit.events FOR SELECT TO audit_viewer
+    USING (actor OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[])
+           OR (metadata OPERATOR(pg_catalog.->>) 'db_user') OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[]));
+-- Inserts are what they were: privileges and the insert trigger decide (audit_ext's own inserts
+-- run as the owner, whom row level security does not restrict).
+CREATE POLICY audit_inserts ON audit.events FOR INSERT TO PUBLIC WITH CHECK (true);
+
+-- audit.allow_view(viewer, of_role): `viewer` also sees the events of every member of `of_role`
+-- (a manager and the team). Recorded as audit.view_allowed.
+--
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
+CREATE FUNCTION audit.allow_view(viewer regrole, of_role regrole) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF viewer IS NULL OR of_role IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.allow_view(): viewer and of_role must not be NULL',
+            HINT = 'Name two roles, e.g. audit.allow_view(''alice'', ''team_payments'').';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(viewer::oid, 'audit_viewer', 'MEMBER') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit.allow_view(): %s is not a member of audit_viewer', viewer),
+            HINT = format('GRANT audit_viewer TO %s first; members of audit_reader see every event anyway.', viewer);
+    END IF;
+    INSERT INTO audit.viewers (viewer, of_role, granted_by) VALUES (allow_view.viewer, allow_view.of_role, session_user)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        PERFORM audit._event('audit.view_allowed', 'audit', 'role', viewer::text, viewer::text, NULL,
+                             jsonb_build_object('viewer', viewer::text, 'of_role', of_role::text));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION audit.allow_view IS 'Lets a member of audit_viewer also see the events of every member of of_role.';
+
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
+CREATE FUNCTION audit.disallow_view(viewer regrole, of_role regrole) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM audit.viewers v WHERE v.viewer = disallow_view.viewer AND v.of_role = disallow_view.of_role;
+    IF FOUND THEN
+        PERFORM audit._event('audit.view_disallowed', 'audit', 'role', viewer::text, viewer::text,
+                             jsonb_build_object('viewer', viewer::text, 'of_role', of_role::text), NULL);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION audit.disallow_view IS 'Takes back what audit.allow_view gave.';
+
+CREATE VIEW audit.view_grants AS
+SELECT v.viewer, v.of_role, v.granted_by, v.granted_at FROM audit.viewers v;
+COMMENT ON VIEW audit.view_grants IS 'Which viewers see the events of which roles (audit.allow_view).';
+
+-- privileges of the above, as a fresh install has them (sql/finalize.sql)
+REVOKE ALL ON FUNCTION audit._guard_policies(), audit._visible_roles(), audit._visible_guard_problems(), audit.allow_view(regrole, regrole),
+                       audit.disallow_view(regrole, regrole) FROM PUBLIC;
+REVOKE ALL ON audit.viewers, audit._my_view_grants, audit.view_grants FROM PUBLIC;
+GRANT USAGE ON SCHEMA audit TO audit_viewer;
+GRANT SELECT ON audit.events, audit.changes, audit.recent, audit.security_events, audit.my_changes TO audit_viewer;
+GRANT EXECUTE ON FUNCTION audit._visible_roles() TO audit_viewer;
+GRANT SELECT ON audit._my_view_grants TO audit_viewer;
+GRANT EXECUTE ON FUNCTION audit._visible_guard_problems() TO audit_reader, audit_viewer;
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.verify(jsonb),
+                          audit.hash_event(audit.events), audit.export_json(audit.events), audit.signing_key(),
+                          audit.summary(timestamptz, timestamptz, text),
+                          audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
+                          audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb),
+                          audit._key_columns(regclass), audit._tree(regclass), audit._root(regclass),
+                          audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
+                          audit.search(text, integer, bigint), audit._translate(text), audit.explain_query(text),
+                          audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
+                          audit._export_header(text)
+    TO audit_viewer;
+GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_viewer;
+GRANT SELECT ON audit.view_grants TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.allow_view(regrole, regrole), audit.disallow_view(regrole, regrole) TO audit_admin;

@@ -12,6 +12,10 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'audit_admin') THEN
         CREATE ROLE audit_admin NOLOGIN;
     END IF;
+    -- sees its own events only (sql/visibility.sql)
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'audit_viewer') THEN
+        CREATE ROLE audit_viewer NOLOGIN;
+    END IF;
 END
 $roles$;
 

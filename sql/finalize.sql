@@ -28,7 +28,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA audit FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA audit FROM PUBLIC;
 REVOKE ALL ON SCHEMA audit FROM PUBLIC;
 
-GRANT USAGE ON SCHEMA audit TO audit_writer, audit_reader, audit_admin;
+GRANT USAGE ON SCHEMA audit TO audit_writer, audit_reader, audit_admin, audit_viewer;
 
 -- Writers record; nothing else. audit.record is SECURITY DEFINER, so no INSERT grant.
 GRANT EXECUTE ON FUNCTION audit.record(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb),
@@ -41,12 +41,14 @@ GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), aud
                           audit.export_json(audit.events)
     TO audit_reader;
 -- the guards row of audit.verify() (sql/guards.sql), which runs as the reader
-GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers()
+GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers(),
+                          audit._guard_policies()
     TO audit_reader;
 
 GRANT SELECT ON audit.changes TO audit_reader;
 -- the auditor's views (sql/views.sql)
 GRANT SELECT ON audit.recent, audit.security_events, audit.my_changes TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit._visible_guard_problems() TO audit_reader, audit_viewer;
 GRANT EXECUTE ON FUNCTION audit.summary(timestamptz, timestamptz, text) TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
                           audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb) TO audit_reader;
@@ -99,6 +101,27 @@ GRANT EXECUTE ON FUNCTION audit.set_retention(interval, text), audit.apply_reten
 GRANT EXECUTE ON FUNCTION audit.checkpoint(), audit.rotate_signing_key() TO audit_admin;
 GRANT EXECUTE ON FUNCTION audit.signing_key(), audit.verify(jsonb) TO audit_reader;
 GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_reader;
+
+-- Viewers (sql/visibility.sql) read events through the same functions and views as readers,
+-- and row level security shows them their own; no settings table, partition or guard detail.
+GRANT SELECT ON audit.events, audit.changes, audit.recent, audit.security_events, audit.my_changes TO audit_viewer;
+GRANT EXECUTE ON FUNCTION audit._visible_roles() TO audit_viewer;
+GRANT SELECT ON audit._my_view_grants TO audit_viewer;
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.verify(jsonb),
+                          audit.hash_event(audit.events), audit.export_json(audit.events), audit.signing_key(),
+                          audit.summary(timestamptz, timestamptz, text),
+                          audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
+                          audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb),
+                          audit._key_columns(regclass), audit._tree(regclass), audit._root(regclass),
+                          audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
+                          audit.search(text, integer, bigint), audit._translate(text), audit.explain_query(text),
+                          audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
+                          audit._export_header(text)
+    TO audit_viewer;
+GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_viewer;
+-- Admins decide who views whose events.
+GRANT SELECT ON audit.view_grants TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.allow_view(regrole, regrole), audit.disallow_view(regrole, regrole) TO audit_admin;
 
 -- Admins can do both.
 GRANT audit_writer, audit_reader TO audit_admin;

@@ -31,10 +31,25 @@ AS $$
            ('audit_ext_ddl_drop', 'audit.capture_ddl_drop()', 'sql_drop')
 $$;
 
+-- The row level security policies of audit.events (sql/visibility.sql), as PostgreSQL prints
+-- them back (pg_get_expr): the guards compare the live policies with these, so that a policy
+-- someone else added, or one of these altered, is reported. cmd: r SELECT, a INSERT.
+CREATE FUNCTION audit._guard_policies() RETURNS TABLE (name name, cmd "char", roles name[], qual text, with_check text)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('audit_readers'::name, 'r'::"char", ARRAY['audit_reader']::name[], 'true'::text, NULL::text),
+           ('audit_viewers', 'r', ARRAY['audit_viewer'],
+            '((actor = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])) OR ((metadata ->> ''db_user''::text) = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])))',
+            NULL),
+           ('audit_inserts', 'a', ARRAY['public'], NULL, 'true')
+$$;
+
 -- What is wrong with the guards, one row per problem, none when nothing is (the guards row of audit.verify(),
 -- src/guards.rs): a trigger of audit.events (or of one of its partitions) or an event trigger
 -- missing, disabled, conditional or not ALWAYS; a guard function that is no longer
--- audit_ext's C function; a rule or row level security on audit.events; a tracked table whose
+-- audit_ext's C function; a rule on audit.events; row level security off or forced on it, a
+-- policy on it that is not audit_ext's or not as audit_ext made it, a viewer that can read a
+-- partition directly or bypasses row level security; a tracked table whose
 -- capture is not intact; a partition that left other than through apply_retention, or whose
 -- bounds audit.partitions misstates; DDL capture off; capture, retention, alert and stream
 -- settings that differ from what the log says they were set to. Runs as the caller (an
@@ -77,8 +92,37 @@ SELECT p FROM (
     SELECT format('rule %s on audit.events', r.rulename) FROM pg_catalog.pg_rewrite r
     WHERE r.ev_class = 'audit.events'::regclass
     UNION ALL
-    SELECT 'row level security is enabled on audit.events' FROM pg_catalog.pg_class c
-    WHERE c.oid = 'audit.events'::regclass AND c.relrowsecurity
+    SELECT CASE WHEN NOT c.relrowsecurity
+                THEN 'row level security is off on audit.events: members of audit_viewer see every event'
+                ELSE 'row level security is forced on audit.events: audit_ext''s own reads of the log (chain heads, verify) see no events' END
+    FROM pg_catalog.pg_class c
+    WHERE c.oid = 'audit.events'::regclass AND (NOT c.relrowsecurity OR c.relforcerowsecurity)
+    UNION ALL
+    SELECT format('policy %s on audit.events is not audit_ext''s: it changes who sees or writes which events', p.polname)
+    FROM pg_catalog.pg_policy p
+    WHERE p.polrelid = 'audit.events'::regclass AND p.polname NOT IN (SELECT g.name FROM audit._guard_policies() g)
+    UNION ALL
+    SELECT format('policy %s on audit.events is %s', g.name,
+                  CASE WHEN p.oid IS NULL THEN 'missing' ELSE 'not as audit_ext made it (it was altered)' END)
+    FROM audit._guard_policies() g
+    LEFT JOIN pg_catalog.pg_policy p ON p.polrelid = 'audit.events'::regclass AND p.polname = g.name
+    WHERE p.oid IS NULL OR p.polcmd <> g.cmd OR NOT p.polpermissive
+       OR (SELECT array_agg(CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END ORDER BY 1)
+           FROM unnest(p.polroles) r)::name[] IS DISTINCT FROM g.roles
+       OR pg_catalog.pg_get_expr(p.polqual, p.polrelid) IS DISTINCT FROM g.qual
+       OR pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) IS DISTINCT FROM g.with_check
+    UNION ALL
+    SELECT format('%s can read partition %s directly, past the policies of audit.events (a member of audit_viewer, not of audit_reader)',
+                  r.rolname, i.inhrelid::regclass)
+    FROM pg_catalog.pg_inherits i CROSS JOIN pg_catalog.pg_roles r
+    WHERE i.inhparent = 'audit.events'::regclass AND NOT r.rolsuper
+      AND pg_catalog.pg_has_role(r.oid, 'audit_viewer', 'MEMBER') AND NOT pg_catalog.pg_has_role(r.oid, 'audit_reader', 'MEMBER')
+      AND pg_catalog.has_table_privilege(r.oid, i.inhrelid, 'SELECT')
+    UNION ALL
+    SELECT format('%s is a member of audit_viewer with BYPASSRLS: it sees every event', r.rolname)
+    FROM pg_catalog.pg_roles r
+    WHERE r.rolbypassrls AND NOT r.rolsuper
+      AND pg_catalog.pg_has_role(r.oid, 'audit_viewer', 'MEMBER') AND NOT pg_catalog.pg_has_role(r.oid, 'audit_reader', 'MEMBER')
     UNION ALL
     SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl))
     FROM audit.tracked_tables t WHERE NOT t.intact

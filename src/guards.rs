@@ -49,20 +49,24 @@ fn refuse_change<'a>(
 /// and `ALTER EXTENSION audit_ext UPDATE`, a database still has the previous version's. verify
 /// then cannot check the guards with the lists of this version, and says so (not ok) rather
 /// than vouch for them.
-pub fn problems() -> Option<String> {
+pub fn problems() -> Option<Vec<String>> {
     let current =
         crate::status::read_text("SELECT (pg_catalog.to_regprocedure('audit._guard_problems()') IS NOT NULL)::text");
     if current.as_deref() == Some("true") {
-        return crate::status::read_text(
-            "SELECT pg_catalog.string_agg(p, '; ' ORDER BY p) FROM audit._guard_problems() p",
-        );
+        let list: Vec<String> = Spi::connect(|client| {
+            client
+                .select("SELECT p FROM audit._guard_problems() p ORDER BY p", None, &[])
+                .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+                .unwrap_or_else(|e| pgrx::error!("audit_ext: reading the guards failed: {e}"))
+        });
+        return (!list.is_empty()).then_some(list);
     }
     let sql_version = crate::status::read_text(
         "SELECT x.extversion FROM pg_catalog.pg_extension x WHERE x.extname OPERATOR(pg_catalog.=) 'audit_ext'",
     );
-    Some(format!(
+    Some(vec![format!(
         "the SQL objects of audit_ext are version {}, its library {}: run ALTER EXTENSION audit_ext UPDATE",
         sql_version.unwrap_or_default(),
         env!("CARGO_PKG_VERSION")
-    ))
+    )])
 }

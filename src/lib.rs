@@ -69,6 +69,7 @@ extension_sql_file!(
     requires = ["capture_ddl", "alerts", append::chain_event, guards::refuse_change]
 );
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["guards", "diff"]);
+extension_sql_file!("../sql/visibility.sql", name = "visibility", requires = ["views", "record"]);
 extension_sql_file!(
     "../sql/checkpoint.sql",
     name = "checkpoint",

@@ -4,7 +4,8 @@
 -- nothing). Everything that decides behaviour is printed: functions with their whole
 -- definition (body, volatility, strictness, parallel safety, SECURITY DEFINER, SET clauses),
 -- tables with their columns, defaults, constraints and indexes, views, triggers with their
--- enabled state, event triggers, comments, privileges, roles, and extension membership.
+-- enabled state, row level security and policies, event triggers, comments, privileges, roles,
+-- and extension membership.
 -- Partitions made at run time carry the date in their name and are left out.
 --   psql -X -At -f tests/tools/catalog.sql DB
 \pset footer off
@@ -28,9 +29,9 @@ SELECT line FROM (
                                 THEN pg_get_functiondef(p.oid) ELSE '' END)
     FROM pg_proc p WHERE p.pronamespace = 'audit'::regnamespace
     UNION ALL
-    SELECT format('relation %s kind=%s member=%s acl=%s rls=%s', r.relname, r.relkind,
+    SELECT format('relation %s kind=%s member=%s acl=%s rls=%s forced=%s', r.relname, r.relkind,
                   EXISTS (SELECT FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = r.oid),
-                  coalesce(c.relacl::text, '(default)'), c.relrowsecurity)
+                  coalesce(c.relacl::text, '(default)'), c.relrowsecurity, c.relforcerowsecurity)
            || coalesce(E'\n' || (SELECT string_agg(format('  column %s %s notnull=%s default=%s', a.attname,
                                                         format_type(a.atttypid, a.atttypmod), a.attnotnull,
                                                         pg_get_expr(ad.adbin, ad.adrelid)), E'\n' ORDER BY a.attnum)
@@ -47,6 +48,13 @@ SELECT line FROM (
                                                       FROM pg_sequence s WHERE s.seqrelid = r.oid) ELSE '' END
     FROM rel r JOIN pg_class c ON c.oid = r.oid
     WHERE r.relkind <> 'i'
+    UNION ALL
+    SELECT format('policy %s on %s cmd=%s permissive=%s roles=%s using=%s check=%s', po.polname, po.polrelid::regclass,
+                  po.polcmd, po.polpermissive,
+                  (SELECT string_agg(CASE WHEN x = 0 THEN 'public' ELSE x::regrole::text END, ',' ORDER BY 1)
+                   FROM unnest(po.polroles) x),
+                  pg_get_expr(po.polqual, po.polrelid), pg_get_expr(po.polwithcheck, po.polrelid))
+    FROM pg_policy po JOIN rel r ON r.oid = po.polrelid
     UNION ALL
     SELECT format('trigger %s on %s enabled=%s: %s', t.tgname, t.tgrelid::regclass, t.tgenabled, pg_get_triggerdef(t.oid))
     FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
