@@ -70,6 +70,7 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["guards", "diff"]);
 extension_sql_file!("../sql/visibility.sql", name = "visibility", requires = ["views", "record"]);
+extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["visibility", "verify", "capture_rows"]);
 extension_sql_file!(
     "../sql/checkpoint.sql",
     name = "checkpoint",

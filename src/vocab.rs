@@ -23,7 +23,10 @@ pub const OWN: [(&str, &[&str]); 6] = [
         &["alert.fired", "alert.create", "alert.drop", "alert.enable", "alert.disable", "stream.create", "stream.drop"],
     ),
     ("retention", &["retention.set", "retention.tier", "retention.applied"]),
-    ("audit", &["audit.checkpoint", "audit.key_rotated", "audit.view_allowed", "audit.view_disallowed"]),
+    (
+        "audit",
+        &["audit.checkpoint", "audit.key_rotated", "audit.view_allowed", "audit.view_disallowed", "audit.report"],
+    ),
 ];
 
 /// Modules `audit.record` refuses, so that an auditor can trust that an event with module
