@@ -120,7 +120,8 @@ GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.verify(json
     TO audit_viewer;
 GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_viewer;
 -- Compliance reports (sql/reports.sql): readers.
-GRANT EXECUTE ON FUNCTION audit.report(text, timestamptz, timestamptz) TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.report(text, timestamptz, timestamptz), audit.report_html(text, timestamptz, timestamptz)
+    TO audit_reader;
 -- Admins decide who views whose events.
 GRANT SELECT ON audit.view_grants TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.allow_view(regrole, regrole), audit.disallow_view(regrole, regrole) TO audit_admin;

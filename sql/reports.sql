@@ -222,3 +222,117 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION audit.report IS 'A compliance report (soc2, iso27001, hipaa, pci_dss, gdpr) for a period, as jsonb; recorded.';
+
+-- `s` with the characters HTML gives meaning escaped (&, <, >, ", '): every value of the log
+-- reaches the page through it.
+CREATE FUNCTION audit._html(s text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT replace(replace(replace(replace(replace(coalesce(s, ''), '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
+                           '"', '&quot;'), '''', '&#39;')
+$$;
+
+-- audit.report_html(framework, since, until): the report of audit.report() as one standalone
+-- HTML page (no external assets, printable to PDF from a browser), with the events of the
+-- period per day (per week past 92 days, per month past two years) and status as an inline
+-- SVG chart. Recorded as audit.report() records it.
+--
+-- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
+-- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
+CREATE FUNCTION audit.report_html(framework text, since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
+RETURNS text
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := audit.report(framework, since, until);
+    lo timestamptz;
+    hi timestamptz := (r -> 'period' ->> 'until')::timestamptz;
+    bucket text;
+    svg text;
+    body text := '';
+    sec jsonb;
+    f jsonb;
+    rows text;
+    nb int;
+    top bigint;
+    w int;
+    statuses text[] := ARRAY['success', 'failure', 'denied'];
+    colors text[] := ARRAY['#4c9a5f', '#d9822b', '#c23b3b'];
+BEGIN
+    SELECT coalesce(since, min(e.at), hi) INTO lo FROM audit.events e WHERE e.at < hi;
+    bucket := CASE WHEN hi - lo <= interval '92 days' THEN 'day' WHEN hi - lo <= interval '730 days' THEN 'week'
+                   ELSE 'month' END;
+    -- the chart: one column per bucket, stacked by status
+    WITH b AS (
+        SELECT date_trunc(bucket, e.at AT TIME ZONE 'UTC') AS t, e.status, count(*) AS n
+        FROM audit.events e WHERE e.at >= lo AND e.at < hi GROUP BY 1, 2),
+    cols AS (SELECT t, row_number() OVER (ORDER BY t) - 1 AS i, sum(n) AS total FROM b GROUP BY t)
+    SELECT count(*), coalesce(max(total), 0) INTO nb, top FROM cols;
+    w := greatest(nb * 24 + 60, 340);  -- (room for the legend)
+    WITH b AS (
+        SELECT date_trunc(bucket, e.at AT TIME ZONE 'UTC') AS t, e.status, count(*) AS n
+        FROM audit.events e WHERE e.at >= lo AND e.at < hi GROUP BY 1, 2),
+    cols AS (SELECT t, row_number() OVER (ORDER BY t) - 1 AS i FROM (SELECT DISTINCT t FROM b) d),
+    stacked AS (
+        SELECT b.t, c.i, b.status, b.n,
+               sum(b.n) OVER (PARTITION BY b.t ORDER BY array_position(statuses, b.status) NULLS LAST, b.status) - b.n AS below
+        FROM b JOIN cols c USING (t))
+    SELECT string_agg(format(
+               '<rect class="bar" data-status="%s" x="%s" y="%s" width="18" height="%s" fill="%s"><title>%s %s: %s</title></rect>',
+               audit._html(s.status), 50 + s.i * 24,
+               200 - round(180.0 * (s.below + s.n) / greatest(top, 1)), greatest(round(180.0 * s.n / greatest(top, 1)), 1),
+               coalesce(colors[array_position(statuses, s.status)], '#777777'),
+               to_char(s.t, CASE bucket WHEN 'month' THEN 'YYYY-MM' ELSE 'YYYY-MM-DD' END), audit._html(s.status), s.n),
+               '' ORDER BY s.i, s.status)
+           || coalesce((SELECT string_agg(format('<text x="%s" y="215" font-size="9" transform="rotate(45 %s 215)">%s</text>',
+                                                 50 + c.i * 24, 50 + c.i * 24,
+                                                 to_char(c.t, CASE bucket WHEN 'month' THEN 'YYYY-MM' ELSE 'MM-DD' END)),
+                                          '' ORDER BY c.i) FROM cols c), '')
+    INTO svg FROM stacked s;
+    svg := format('<svg id="events-per-%s" xmlns="http://www.w3.org/2000/svg" width="%s" height="250" role="img" '
+                  'aria-label="events per %s and status"><line x1="45" y1="200" x2="%s" y2="200" stroke="#333"/>'
+                  '<text x="0" y="25" font-size="10">%s</text><text x="0" y="200" font-size="10">0</text>%s'
+                  '<g font-size="10">%s</g></svg>',
+                  bucket, w, bucket, w, top, coalesce(svg, ''),
+                  (SELECT string_agg(format('<rect x="%s" y="235" width="10" height="10" fill="%s"/><text x="%s" y="244">%s</text>',
+                                            50 + (k - 1) * 90, colors[k], 64 + (k - 1) * 90, statuses[k]), '')
+                   FROM generate_subscripts(statuses, 1) k));
+
+    FOR sec IN SELECT x FROM jsonb_array_elements(r -> 'sections') x LOOP
+        rows := '';
+        FOR f IN SELECT x FROM jsonb_array_elements(coalesce(sec -> 'findings', '[]')) x LOOP
+            rows := rows || '<li>' || audit._html(CASE jsonb_typeof(f)
+                WHEN 'string' THEN f #>> '{}'
+                WHEN 'object' THEN (SELECT string_agg(k || ': ' || (f ->> k), ', ' ORDER BY k) FROM jsonb_object_keys(f) k)
+                ELSE f::text END) || '</li>';
+        END LOOP;
+        body := body || format(
+            '<section id="section-%s"><h3>%s</h3><p class="control">Control: %s</p><p class="count">%s event(s)</p>'
+            '%s<details><summary>Query</summary><pre>%s</pre></details></section>',
+            audit._html(sec ->> 'id'), audit._html(sec ->> 'title'), audit._html(sec ->> 'control'), sec ->> 'count',
+            CASE WHEN rows = '' THEN '<p class="findings">No findings.</p>' ELSE '<ul class="findings">' || rows || '</ul>' END,
+            audit._html(sec ->> 'query'));
+    END LOOP;
+
+    RETURN format(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>%s: audit report</title>'
+        '<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}h1{font-size:1.5em}'
+        '.ok{color:#2a7a3a}.bad{color:#b22}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}'
+        'section{border-top:1px solid #ccc;margin-top:1em}@media print{details{display:block}}</style></head><body>'
+        '<h1>%s</h1><p>Period: %s to %s (UTC). Generated %s by %s with audit_ext.</p>'
+        '<h2>Integrity</h2><p id="integrity" class="%s">%s: %s chain(s), %s event(s) checked. Control: %s</p>%s'
+        '<h2>Events per %s</h2>%s<h2>Sections</h2>%s</body></html>',
+        audit._html(r ->> 'title'), audit._html(r ->> 'title'),
+        coalesce(to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), 'the start'), to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+        to_char((r ->> 'generated_at')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), audit._html(r ->> 'generated_by'),
+        CASE WHEN (r -> 'integrity' ->> 'ok')::boolean THEN 'ok' ELSE 'bad' END,
+        CASE WHEN (r -> 'integrity' ->> 'ok')::boolean THEN 'Intact' ELSE 'NOT INTACT' END,
+        r -> 'integrity' ->> 'chains', r -> 'integrity' ->> 'events_checked', audit._html(r -> 'integrity' ->> 'control'),
+        coalesce((SELECT '<ul class="problems">' || string_agg('<li>' || audit._html(coalesce('chain ' || (p ->> 'chain'), 'guards')
+                                                                  || ': ' || coalesce(p ->> 'reason', '')) || '</li>', '') || '</ul>'
+                  FROM jsonb_array_elements(r -> 'integrity' -> 'problems') p), ''),
+        bucket, svg, body);
+END
+$$;
+COMMENT ON FUNCTION audit.report_html IS 'audit.report() as one standalone HTML page with an inline SVG chart; recorded.';

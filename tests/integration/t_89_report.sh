@@ -122,3 +122,29 @@ sql_expect_error 22023 "SELECT audit.report('soc2', now(), now() - interval '1 d
 sql_expect_error 42501 "SELECT audit.report('soc2')" "a writer may not run reports" -U rep_writer
 sql_expect_error 42501 "SELECT audit.report('soc2')" "nor may a viewer, who sees only its own events" -U rep_viewer
 assert_eq "soc2" "$(as_role rep_admin -c "SELECT audit.report('soc2') ->> 'framework'")" "audit_admin may (it is a reader)"
+
+# ---- the same report as a standalone HTML page, rendered by a real browser -------------------
+sql "BEGIN; SELECT audit.set_context(actor => '<img src=x onerror=alert(1)>');
+     SELECT audit.record('authentication.login', status => 'failure'); COMMIT" >/dev/null
+n=$(sql "SELECT count(*) FROM audit.events WHERE action = 'audit.report'")
+as_role rep_reader -c "SELECT audit.report_html('pci_dss', '$t0', NULL)" >"$T_TMP/report.html"
+assert_eq "$((n + 1))" "$(sql "SELECT count(*) FROM audit.events WHERE action = 'audit.report'")" "report_html is recorded as a report"
+assert_eq "0" "$(grep -oE '<[^>]+ (src|href)=' "$T_TMP/report.html" | wc -l)" "the page loads nothing from outside (no element with src or href)"
+chmod -R a+rX "$T_TMP"
+if ! command -v chromium >/dev/null; then skip "chromium is not installed (tests/tools/deps.sh installs it)"; else
+  timeout 60 chromium --headless --no-sandbox --disable-gpu --dump-dom "file://$T_TMP/report.html" 2>/dev/null >"$T_TMP/dom.html"
+  # (the bars the chart must have: one per day and status with events in the period, as the browser parsed them)
+  want=$(sql "SELECT count(*) FROM (SELECT DISTINCT date_trunc('day', at AT TIME ZONE 'UTC'), status FROM audit.events
+              WHERE at >= '$t0' AND action <> 'audit.report') x")
+  assert_eq "$want" "$(grep -o '<rect class="bar"' "$T_TMP/dom.html" | wc -l)" \
+    "Chromium renders the chart of events per day and status: one bar per day and status"
+  assert_eq "1" "$(grep -o '<svg id="events-per-day"' "$T_TMP/dom.html" | wc -l)" "inline SVG, parsed as the page's own element"
+  assert_eq "7" "$(grep -o '<section id="section-' "$T_TMP/dom.html" | wc -l)" "every section is on the page"
+  assert_match 'id="integrity" class="ok">Intact' "$(cat "$T_TMP/dom.html")" "with the integrity of the period"
+  assert_eq "0" "$(grep -o '<img' "$T_TMP/dom.html" | wc -l)" "an actor named <img src=x onerror=...> is text on the page, not an element"
+  assert_match "&lt;img src=x onerror=alert\(1\)&gt;" "$(cat "$T_TMP/dom.html")" "and is shown, escaped"
+  timeout 60 chromium --headless --no-sandbox --disable-gpu --print-to-pdf="$T_TMP/report.pdf" "file://$T_TMP/report.html" \
+    >/dev/null 2>&1 || true
+  assert_eq "%PDF" "$(head -c 4 "$T_TMP/report.pdf" 2>/dev/null)" "and prints it to PDF"
+fi
+sql_expect_error 42501 "SELECT audit.report_html('soc2')" "report_html needs audit_reader too" -U rep_viewer

@@ -4,7 +4,9 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.0
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-APT_PKGS=(postgresql-15 postgresql-server-dev-15 libclang-dev clang build-essential pkg-config sudo python3 faketime)
+# (chromium: the report_html test renders the page in a real browser, tests/integration/t_89_report.sh)
+APT_PKGS=(postgresql-15 postgresql-server-dev-15 libclang-dev clang build-essential pkg-config sudo python3 faketime
+          chromium)
 export PATH=$HOME/.cargo/bin:$PATH
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
