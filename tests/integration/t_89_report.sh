@@ -132,7 +132,7 @@ assert_eq "$((n + 1))" "$(sql "SELECT count(*) FROM audit.events WHERE action = 
 assert_eq "0" "$(grep -oE '<[^>]+ (src|href)=' "$T_TMP/report.html" | wc -l)" "the page loads nothing from outside (no element with src or href)"
 chmod -R a+rX "$T_TMP"
 if ! command -v chromium >/dev/null; then skip "chromium is not installed (tests/tools/deps.sh installs it)"; else
-  timeout 60 chromium --headless --no-sandbox --disable-gpu --dump-dom "file://$T_TMP/report.html" 2>/dev/null >"$T_TMP/dom.html"
+  timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --user-data-dir="$T_TMP/chromium" --dump-dom "file://$T_TMP/report.html" 2>/dev/null >"$T_TMP/dom.html"
   # (the bars the chart must have: one per day and status with events in the period, as the browser parsed them)
   want=$(sql "SELECT count(*) FROM (SELECT DISTINCT date_trunc('day', at AT TIME ZONE 'UTC'), status FROM audit.events
               WHERE at >= '$t0' AND action <> 'audit.report') x")
@@ -143,7 +143,7 @@ if ! command -v chromium >/dev/null; then skip "chromium is not installed (tests
   assert_match 'id="integrity" class="ok">Intact' "$(cat "$T_TMP/dom.html")" "with the integrity of the period"
   assert_eq "0" "$(grep -o '<img' "$T_TMP/dom.html" | wc -l)" "an actor named <img src=x onerror=...> is text on the page, not an element"
   assert_match "&lt;img src=x onerror=alert\(1\)&gt;" "$(cat "$T_TMP/dom.html")" "and is shown, escaped"
-  timeout 60 chromium --headless --no-sandbox --disable-gpu --print-to-pdf="$T_TMP/report.pdf" "file://$T_TMP/report.html" \
+  timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --user-data-dir="$T_TMP/chromium" --print-to-pdf="$T_TMP/report.pdf" "file://$T_TMP/report.html" \
     >/dev/null 2>&1 || true
   assert_eq "%PDF" "$(head -c 4 "$T_TMP/report.pdf" 2>/dev/null)" "and prints it to PDF"
 fi
