@@ -1090,14 +1090,17 @@ $$;
 -- audit.report(framework, since, until): the report as one jsonb document (framework, period,
 -- generated_at, integrity, sections); since NULL is the start of the log, until NULL now.
 -- Recorded as an audit.report event, or, where nothing can be written (a hot standby, a
--- read-only transaction), mirrored to the server log.
+-- read-only transaction), mirrored to the server log. DateStyle, IntervalStyle and TimeZone are
+-- fixed, so that the period's bounds written into each section's query read back the same in
+-- any session that reruns it, whatever the caller's settings.
 --
 -- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
 CREATE FUNCTION audit.report(framework text, since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
 RETURNS jsonb
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres'
+    SET TimeZone = 'UTC'
 AS $$
 DECLARE
     fw record;
@@ -1239,7 +1242,8 @@ $$;
 CREATE FUNCTION audit.report_html(framework text, since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
 RETURNS text
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres'
+    SET TimeZone = 'UTC'
 AS $$
 DECLARE
     r jsonb := audit.report(framework, since, until);

@@ -140,9 +140,11 @@ impl crate::error::SqlError for ChainError {
 
 /// Last (seq, hash) of `chain` as of now, not as of the transaction snapshot: the last event
 /// left, or the retention anchor when retention dropped the chain's newest events (its next
-/// event then links to the dropped one, as if nothing had been dropped).
+/// event then links to the dropped one, as if nothing had been dropped). Read as the
+/// extension's owner: row level security (sql/visibility.sql) would show a role that may
+/// INSERT but is only a viewer its own events, and its next event would fork the chain.
 fn read_head(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {
-    elevate::with_pinned_path(|| read_head_pinned(chain, class))
+    elevate::as_owner(|| read_head_pinned(chain, class))
 }
 
 fn read_head_pinned(chain: i32, class: i32) -> (i64, Option<[u8; 32]>) {

@@ -83,6 +83,19 @@ if grep -q 'rewritten\|secret\|bob' <<<"$reasons"; then fail "without showing it
 tamper "UPDATE audit.events SET new = '{\"secret\": \"bob-only\"}' WHERE id = $bob_id" >/dev/null
 assert_eq "t" "$(as_role vis_alice -c "SELECT bool_and(ok) FROM audit.verify()")" "and verifies again once it is put back"
 
+# a role that may INSERT directly (and read the partition map) but only views its own events still
+# chains onto the true head
+# (the chain trigger reads heads as the extension's owner, past row level security)
+sql "GRANT INSERT ON audit.events TO vis_bob; GRANT SELECT ON audit.partitions, audit.retention, audit.retention_anchors, audit.alert_rules, audit.streams TO vis_bob; GRANT USAGE ON SEQUENCE audit.events_id_seq TO vis_bob" >/dev/null
+# (one chain, which another role's event is on already)
+sql "ALTER ROLE vis_bob SET audit_ext.chains = 1" >/dev/null
+PGOPTIONS="-c audit_ext.chains=1" sql "SELECT audit.record('before.direct')" >/dev/null
+as_role vis_bob -c "INSERT INTO audit.events (action) VALUES ('direct.one'); INSERT INTO audit.events (action) VALUES ('direct.two')"
+sql "ALTER ROLE vis_bob RESET audit_ext.chains" >/dev/null
+assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" \
+  "a viewer's direct INSERTs chain onto the true heads: verify passes"
+sql "REVOKE INSERT ON audit.events FROM vis_bob; REVOKE SELECT ON audit.partitions, audit.retention, audit.retention_anchors, audit.alert_rules, audit.streams FROM vis_bob; REVOKE USAGE ON SEQUENCE audit.events_id_seq FROM vis_bob" >/dev/null
+
 # ---- team events: audit.allow_view ---------------------------------------------------------
 sql_expect_error 42501 "SELECT audit.allow_view('vis_alice', 'vis_team')" "only audit_admin may let a viewer see others' events" -U vis_alice
 sql_expect_error 22023 "SELECT audit.allow_view('vis_reader', 'vis_team')" "a role that is not a viewer is refused (22023)" -U vis_admin

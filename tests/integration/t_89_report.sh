@@ -34,7 +34,9 @@ t1=$(sql "SELECT clock_timestamp()")
 sql "SELECT audit.record('after.the.period', status => 'failure')" >/dev/null
 
 for fw in soc2 iso27001 hipaa pci_dss gdpr; do
-  sql "SELECT audit.report('$fw', '$t0', '$t1')" >"$T_TMP/report_$fw.json"
+  # (made under a day-first DateStyle and a far time zone: the queries must still rerun anywhere)
+  PGOPTIONS="-c DateStyle=SQL,DMY -c TimeZone=Pacific/Chatham -c IntervalStyle=iso_8601" \
+    sql "SELECT audit.report('$fw', '$t0', '$t1')" >"$T_TMP/report_$fw.json"
 done
 check=$(python3 - "$T_TMP" <<'PY'
 import json, sys
