@@ -2,7 +2,7 @@
 -- release, like sql/audit_ext--0.1.0.sql: later changes go into a script of their own.
 -- What changed (CHANGELOG.md): the event vocabulary (with the severities), the guard lists and the retention.applied
 -- format each got one owner (src/vocab.rs, sql/guards.sql, src/retention/anchor.rs); audit.export, the
--- auditor's views and signed checkpoints are new.
+-- auditor's views, signed checkpoints, visibility, reports and the audit of the audit are new.
 \echo Use "ALTER EXTENSION audit_ext UPDATE TO '0.2.0'" to load this file. \quit
 
 -- src/vocab.rs: every event audit_ext records itself must be in its vocabulary
@@ -624,12 +624,13 @@ CREATE FUNCTION audit._export_line(format text, e audit.events) RETURNS text
 CREATE FUNCTION audit.export(format text, query text DEFAULT NULL, since timestamptz DEFAULT NULL,
                              until timestamptz DEFAULT NULL)
 RETURNS SETOF text
-    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t text[] := ARRAY['true'];
     header text;
+    n bigint;
 BEGIN
     IF format IS NULL OR format NOT IN ('jsonl', 'csv', 'cef', 'rfc5424', 'kv') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -655,6 +656,10 @@ BEGIN
         || ' FROM audit.events e WHERE (' || t[1] || ')'
            ' AND ($2::timestamptz IS NULL OR e.at >= $2) AND ($3::timestamptz IS NULL OR e.at < $3) ORDER BY e.id'
         USING t[2:], since, until, format;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- recorded before the caller sees a line (the lines are kept until this returns)
+    PERFORM audit._read_event('audit.export',
+                              jsonb_build_object('format', format, 'query', query, 'since', since, 'until', until), n);
 END
 $$;
 COMMENT ON FUNCTION audit.export IS 'Events matching a query and time range as lines of jsonl, csv, cef, rfc5424 or kv (README "Export").';
@@ -783,7 +788,7 @@ CREATE FUNCTION audit."verify"(
 	"first_bad_seq" bigint,  /* Option < i64 > */
 	"reason" TEXT  /* Option < String > */
 )
-STRICT STABLE PARALLEL RESTRICTED 
+STRICT VOLATILE PARALLEL UNSAFE 
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'verify_checkpoint_wrapper';
@@ -1147,7 +1152,7 @@ BEGIN
                                                   ORDER BY v.chain NULLS FIRST) FILTER (WHERE NOT v.ok), '[]'),
                    'query', format('SELECT * FROM audit.verify(from_id => %s, to_id => %s)', first_id, last_id))
         INTO integrity
-        FROM audit.verify(from_id => first_id, to_id => last_id) v;
+        FROM audit._verify_range(first_id, last_id) v;
     END IF;
     SELECT e.at, e.object_id AS public_key INTO cp FROM audit.events e
     WHERE e.action = 'audit.checkpoint' AND e.module = 'audit' AND e.at < hi ORDER BY e.id DESC LIMIT 1;
@@ -1343,3 +1348,202 @@ REVOKE ALL ON FUNCTION audit._report_sections(), audit._report_frameworks(), aud
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit.report(text, timestamptz, timestamptz), audit.report_html(text, timestamptz, timestamptz)
     TO audit_reader;
+
+-- The audit of the audit (sql/reads.sql, src/reads.rs): every call of search, export, verify,
+-- row_history and explain_query is recorded, so they are volatile now.
+-- Records one read of the log: module audit, the action of the reading function (audit.search,
+-- audit.export, audit.verify, audit.row_history, audit.explain_query) or audit.read (a
+-- statement that read audit.events, audit_ext.audit_reads), the actor and context as for any
+-- event, in `new` the arguments and the rows returned. Arguments over 8 kB (or a quarter of
+-- audit_ext.max_event_bytes) are kept as their first 8 kB of text, so that a read never fails
+-- on max_event_bytes.
+-- Where nothing can be written (a hot standby, a read-only transaction), the read becomes one
+-- LOG line of the server log instead: AUDIT: action=... actor=... rows=... arguments=...
+-- (not recorded: ...), the values in JSON quoting; so does a read event that rolls back.
+--
+-- Elevated entry point (SECURITY DEFINER): readers and viewers may not insert into the log.
+-- It follows the rule of src/pg/elevate.rs, no code a caller controls runs in it: the path is
+-- pinned, every name qualified, the arguments are values (jsonb) that it only stores.
+CREATE FUNCTION audit._read_event(action text, arguments jsonb, row_count bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    args jsonb;
+    line text;
+BEGIN
+    IF action IS NULL OR action NOT IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
+                                         'audit.explain_query', 'audit.read') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit._read_event(): %s is not a read of the log', coalesce(quote_literal(action), 'NULL')),
+            HINT = 'audit_ext records reads itself; record an application''s own events with audit.record().';
+    END IF;
+    args := audit._read_arguments(coalesce(arguments, 'null'));
+    line := format('AUDIT: action=%s actor=%s rows=%s arguments=%s', action,
+                   to_jsonb(coalesce(nullif(pg_catalog.current_setting('audit_ext.context_actor', true), ''), session_user::text)),
+                   coalesce(row_count::text, 'NULL'), coalesce(args::text, 'null'));
+    IF pg_catalog.pg_is_in_recovery() OR pg_catalog.current_setting('transaction_read_only') = 'on' THEN
+        RAISE LOG '% (not recorded: %)', line,
+            CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
+    ELSE
+        PERFORM audit._event(action, 'audit', CASE WHEN action = 'audit.read' THEN 'statement' ELSE 'function' END,
+                             CASE WHEN action = 'audit.read' THEN NULL ELSE action END, NULL, NULL,
+                             jsonb_build_object('arguments', args, 'rows', row_count));
+        -- the line reaches the server log if this event rolls back (src/reads.rs)
+        PERFORM audit._read_unless_committed(line);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION audit."_read_unless_committed"(
+	"line" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'read_unless_committed_wrapper';
+CREATE FUNCTION audit."_read_arguments"(
+	"arguments" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT STABLE PARALLEL SAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'read_arguments_wrapper';
+CREATE FUNCTION audit."_verify_range"(
+	"from_id" bigint, /* Option < i64 > */
+	"to_id" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"chain" INT,  /* Option < i32 > */
+	"events_checked" bigint,  /* i64 */
+	"ok" bool,  /* bool */
+	"first_bad_id" bigint,  /* Option < i64 > */
+	"first_bad_seq" bigint,  /* Option < i64 > */
+	"reason" TEXT  /* Option < String > */
+)
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_range_wrapper';
+ALTER FUNCTION audit.verify(bigint, bigint, jsonb) VOLATILE PARALLEL UNSAFE;
+ALTER FUNCTION audit.explain_query(text) VOLATILE PARALLEL UNSAFE SET search_path TO pg_catalog, pg_temp;
+
+-- Events matching a query, newest first; page with after_id (the last id of a page). Each call
+-- is recorded as an audit.search event with its arguments and the rows returned (sql/reads.sql).
+CREATE OR REPLACE FUNCTION audit.search(query text, limit_rows integer DEFAULT 100, after_id bigint DEFAULT NULL)
+RETURNS SETOF audit.events
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text[];
+    r audit.events;
+    n integer := 0;
+    last_id bigint;
+BEGIN
+    IF query IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.search(): query is NULL',
+            HINT = 'Pass a query such as ''action:authentication.login AND status:failure''.';
+    END IF;
+    IF limit_rows IS NULL OR limit_rows < 1 OR limit_rows > 100000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit.search(): limit_rows must be between 1 and 100000, not %s', coalesce(limit_rows::text, 'NULL')),
+            HINT = 'Page through larger results with after_id.';
+    END IF;
+    t := audit._translate(query);
+    -- t[1] is built by the translator from column names, operators and $1[n] only; the
+    -- values are t[2:], passed as the parameter array $1. One row more than the limit tells
+    -- whether the limit cut the result, which a NOTICE then says (the default of 100 would
+    -- otherwise hide the rest silently).
+    FOR r IN EXECUTE 'SELECT e.* FROM audit.events e WHERE (' || t[1] || ')'
+                     ' AND ($2::bigint IS NULL OR e.id < $2) ORDER BY e.id DESC LIMIT $3'
+        USING t[2:], after_id, limit_rows + 1
+    LOOP
+        n := n + 1;
+        IF n > limit_rows THEN
+            RAISE NOTICE 'audit.search(): showing the first % matching events (limit_rows); more match', limit_rows
+                USING HINT = format('Fetch the next page with after_id => %s, or pass a larger limit_rows.', last_id);
+            EXIT;
+        END IF;
+        last_id := r.id;
+        RETURN NEXT r;
+    END LOOP;
+    -- the rows reach the caller when this returns (a PL/pgSQL set is kept until then): the
+    -- read is recorded before anything of it is seen
+    PERFORM audit._read_event('audit.search',
+                              jsonb_build_object('query', query, 'limit_rows', limit_rows, 'after_id', after_id),
+                              least(n, limit_rows));
+END
+$$;
+COMMENT ON FUNCTION audit.search IS 'Events matching a query (docs/query-language.md), newest first.';
+
+-- The versions of one row, oldest first (what audit.row_history returns, unrecorded).
+-- Served by the (object_id, at) index.
+CREATE FUNCTION audit._row_history(tbl regclass, pk text)
+RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
+               old jsonb, new jsonb, diff jsonb)
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.id, e.at, e.action, e.actor, e.txid, e.old, e.new, audit.diff(e.old, e.new)
+    FROM audit.events e
+    WHERE e.object_id = pk
+      AND e.object_name = (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+                           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl)
+      AND e.object_type = 'table' AND e.action LIKE 'row.%' AND e.module = 'capture'
+    ORDER BY e.at, e.id
+$$;
+
+-- A key given as jsonb (a scalar, an array in key order, or an object {"column": value, ...})
+-- as the object_id text of captured events (one key column: its value; several: a JSON array).
+CREATE FUNCTION audit._row_key(tbl regclass, pk jsonb) RETURNS text
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE jsonb_typeof(pk)
+            WHEN 'array' THEN CASE WHEN jsonb_array_length(pk) = 1 THEN pk ->> 0 ELSE pk::text END
+            WHEN 'object' THEN (
+                SELECT CASE WHEN cardinality(k.cols) = 1 THEN pk ->> k.cols[1]
+                            ELSE (SELECT jsonb_agg(pk -> c ORDER BY o) FROM unnest(k.cols) WITH ORDINALITY u(c, o))::text END
+                FROM (SELECT audit._key_columns(tbl) AS cols) k)
+            ELSE pk #>> '{}' END
+$$;
+
+-- The versions of one row, oldest first. pk: the object_id text (one key column: its value;
+-- several: a JSON array of the values), or jsonb (audit._row_key). Each call is recorded as an
+-- audit.row_history event with the table, the key and the rows returned (sql/reads.sql).
+CREATE OR REPLACE FUNCTION audit.row_history(tbl regclass, pk text)
+RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
+               old jsonb, new jsonb, diff jsonb)
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    n bigint;
+BEGIN
+    RETURN QUERY SELECT * FROM audit._row_history(tbl, pk);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION audit.row_history(tbl regclass, pk jsonb)
+RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
+               old jsonb, new jsonb, diff jsonb)
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    n bigint;
+BEGIN
+    RETURN QUERY SELECT * FROM audit._row_history(tbl, audit._row_key(tbl, pk));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
+END
+$$;
+COMMENT ON FUNCTION audit.row_history(regclass, text) IS 'The captured versions of one row, oldest first.';
+COMMENT ON FUNCTION audit.row_history(regclass, jsonb) IS 'The captured versions of one row, oldest first.';
+
+REVOKE ALL ON FUNCTION audit._read_event(text, jsonb, bigint), audit._verify_range(bigint, bigint),
+                       audit._read_unless_committed(text), audit._read_arguments(jsonb),
+                       audit._row_history(regclass, text), audit._row_key(regclass, jsonb)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION audit._read_event(text, jsonb, bigint) TO audit_reader, audit_viewer;
+GRANT EXECUTE ON FUNCTION audit._row_history(regclass, text), audit._row_key(regclass, jsonb) TO audit_reader, audit_viewer;

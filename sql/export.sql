@@ -10,15 +10,17 @@ CREATE FUNCTION audit._export_line(format text, e audit.events) RETURNS text
 -- line each in id order, in one of the formats of README "Export". Runs as the caller, whose
 -- own privileges on audit.events apply (audit_reader may). RETURN QUERY keeps the lines in a
 -- tuplestore that spills to disk past work_mem: memory stays flat for any number of events.
+-- Each call is recorded as an audit.export event with the events exported (sql/reads.sql).
 CREATE FUNCTION audit.export(format text, query text DEFAULT NULL, since timestamptz DEFAULT NULL,
                              until timestamptz DEFAULT NULL)
 RETURNS SETOF text
-    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t text[] := ARRAY['true'];
     header text;
+    n bigint;
 BEGIN
     IF format IS NULL OR format NOT IN ('jsonl', 'csv', 'cef', 'rfc5424', 'kv') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -44,6 +46,10 @@ BEGIN
         || ' FROM audit.events e WHERE (' || t[1] || ')'
            ' AND ($2::timestamptz IS NULL OR e.at >= $2) AND ($3::timestamptz IS NULL OR e.at < $3) ORDER BY e.id'
         USING t[2:], since, until, format;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- recorded before the caller sees a line (the lines are kept until this returns)
+    PERFORM audit._read_event('audit.export',
+                              jsonb_build_object('format', format, 'query', query, 'since', since, 'until', until), n);
 END
 $$;
 COMMENT ON FUNCTION audit.export IS 'Events matching a query and time range as lines of jsonl, csv, cef, rfc5424 or kv (README "Export").';

@@ -64,8 +64,11 @@ GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass, boolean), audit._key_
                           audit._root(regclass)
     TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
+                          audit._row_history(regclass, text), audit._row_key(regclass, jsonb),
                           audit.status()
     TO audit_reader;
+-- the reading functions record each call (sql/reads.sql) as the caller
+GRANT EXECUTE ON FUNCTION audit._read_event(text, jsonb, bigint) TO audit_reader, audit_viewer;
 
 GRANT EXECUTE ON FUNCTION audit.search(text, integer, bigint), audit._translate(text),
                           audit.explain_query(text)
@@ -114,6 +117,7 @@ GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.verify(json
                           audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb),
                           audit._key_columns(regclass), audit._tree(regclass), audit._root(regclass),
                           audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
+                          audit._row_history(regclass, text), audit._row_key(regclass, jsonb),
                           audit.search(text, integer, bigint), audit._translate(text), audit.explain_query(text),
                           audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
                           audit._export_header(text)

@@ -150,7 +150,7 @@ BEGIN
                                                   ORDER BY v.chain NULLS FIRST) FILTER (WHERE NOT v.ok), '[]'),
                    'query', format('SELECT * FROM audit.verify(from_id => %s, to_id => %s)', first_id, last_id))
         INTO integrity
-        FROM audit.verify(from_id => first_id, to_id => last_id) v;
+        FROM audit._verify_range(first_id, last_id) v;
     END IF;
     SELECT e.at, e.object_id AS public_key INTO cp FROM audit.events e
     WHERE e.action = 'audit.checkpoint' AND e.module = 'audit' AND e.at < hi ORDER BY e.id DESC LIMIT 1;

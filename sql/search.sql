@@ -1,10 +1,11 @@
 -- audit_ext: audit.search (src/search.rs translates the query language of
 -- docs/query-language.md, crates/audit_core/src/query/, into SQL).
 
--- Events matching a query, newest first; page with after_id (the last id of a page).
+-- Events matching a query, newest first; page with after_id (the last id of a page). Each call
+-- is recorded as an audit.search event with its arguments and the rows returned (sql/reads.sql).
 CREATE FUNCTION audit.search(query text, limit_rows integer DEFAULT 100, after_id bigint DEFAULT NULL)
 RETURNS SETOF audit.events
-    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -40,6 +41,11 @@ BEGIN
         last_id := r.id;
         RETURN NEXT r;
     END LOOP;
+    -- the rows reach the caller when this returns (a PL/pgSQL set is kept until then): the
+    -- read is recorded before anything of it is seen
+    PERFORM audit._read_event('audit.search',
+                              jsonb_build_object('query', query, 'limit_rows', limit_rows, 'after_id', after_id),
+                              least(n, limit_rows));
 END
 $$;
 COMMENT ON FUNCTION audit.search IS 'Events matching a query (docs/query-language.md), newest first.';

@@ -73,6 +73,12 @@ pub static PARTITION_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// ALTER SYSTEM), applied on reload: no session can switch it off for itself.
 pub static LOG_EVENTS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// Record every top-level statement that reads `audit.events` (directly, or through a view
+/// over it) as one `audit.read` event (src/reads.rs). Superuser-only, so that an auditor
+/// cannot read unrecorded; needs the library preloaded (the executor hooks are installed only
+/// then, and `audit.status()` says when the setting is on but not in effect).
+pub static AUDIT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Whether DDL, role and row capture are on now: on, and not restoring a dump.
 pub fn capturing_ddl() -> bool {
     CAPTURE_DDL.get() && !restoring()
@@ -164,6 +170,14 @@ pub fn init() {
         c"key=value form (README \"Mirror into the server log\"); for log shipping to syslog or a SIEM. Set in postgresql.conf or with ALTER SYSTEM.",
         &LOG_EVENTS,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"audit_ext.audit_reads",
+        c"Record every statement that reads audit.events or its views as an audit.read event.",
+        c"One event per statement (its text and the rows it returned), never per row. Needs shared_preload_libraries = 'audit_ext'. Superuser-only.",
+        &AUDIT_READS,
+        GucContext::Suset,
         GucFlags::default(),
     );
     let ctx = |name, short, setting| {

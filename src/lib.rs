@@ -14,6 +14,7 @@ mod export;
 mod guards;
 mod maintenance;
 mod mirror;
+mod reads;
 mod record;
 mod retention;
 mod search;
@@ -43,16 +44,17 @@ extension_sql_file!(
     name = "record",
     requires = [retention::policies::retention_class, vocab::own_action]
 );
-extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["record"]);
+extension_sql_file!("../sql/reads.sql", name = "reads", requires = ["record", reads::read_unless_committed, reads::read_arguments]);
+extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["reads"]);
 extension_sql_file!("../sql/diff.sql", name = "diff", requires = ["record", diff::diff_jsonb, diff::diff_rows]);
-extension_sql_file!("../sql/capture/rows.sql", name = "capture_rows", requires = ["diff"]);
+extension_sql_file!("../sql/capture/rows.sql", name = "capture_rows", requires = ["diff", "reads"]);
 extension_sql_file!(
     "../sql/capture/ddl.sql",
     name = "capture_ddl",
     requires =
         ["capture_rows", capture::ddl::capture_ddl_enabled, capture::ddl::restoring, maintenance::in_maintenance_sql]
 );
-extension_sql_file!("../sql/search.sql", name = "search", requires = ["record", search::translate]);
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["reads", search::translate]);
 extension_sql_file!(
     "../sql/export.sql",
     name = "export",
@@ -111,6 +113,7 @@ pub extern "C-unwind" fn _PG_init() {
     capture::init();
     alerts::init();
     mirror::init();
+    reads::init();
     retention::init();
 }
 

@@ -18,12 +18,15 @@ fn translate(query: &str) -> Vec<String> {
     std::iter::once(t.sql).chain(t.params).collect()
 }
 
-/// What `audit.search(query)` runs: the statement and its parameters.
-#[pg_extern(immutable, parallel_safe, strict)]
+/// What `audit.search(query)` runs: the statement and its parameters. Recorded as an
+/// `audit.explain_query` event (src/reads.rs): what an auditor looked for is itself a read.
+#[pg_extern(volatile, parallel_unsafe, strict)]
+#[search_path(pg_catalog, pg_temp)]
 fn explain_query(query: &str) -> String {
     let q = query::parse(query).unwrap_or_else(|e| crate::error::raise(e));
     let t = query::translate(&q);
     let params: Vec<String> = t.params.iter().map(|p| serde_json::to_string(p).unwrap_or_default()).collect();
+    crate::reads::record("audit.explain_query", serde_json::json!({ "query": crate::reads::cut(query) }), 1);
     format!(
         "SELECT e.* FROM audit.events e\nWHERE ({})\n  AND ($2::bigint IS NULL OR e.id < $2)\nORDER BY e.id DESC\nLIMIT $3\n\n$1 = ARRAY[{}]",
         t.sql,

@@ -21,6 +21,7 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
     )
     .unwrap_or_default();
     let worker = gucs::PARTITION_WORKER.get();
+    let reads_in_effect = gucs::AUDIT_READS.get() && crate::pg::executor::installed();
     let rows = vec![
         ("chain".to_string(), true, format!("{} chain(s) (audit_ext.chains)", gucs::CHAINS.get())),
         (
@@ -64,6 +65,17 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
                 "every committed event is also an AUDIT: line in the server log (audit_ext.log_events)"
             } else {
                 "off: set audit_ext.log_events = on in postgresql.conf (or ALTER SYSTEM) and reload to mirror events into the server log"
+            }
+            .to_string(),
+        ),
+        (
+            // (the hooks are src/reads.rs's)
+            "read_audit".to_string(),
+            reads_in_effect,
+            match (gucs::AUDIT_READS.get(), reads_in_effect) {
+                (_, true) => "every statement that reads audit.events or its views is recorded as an audit.read event (audit_ext.audit_reads); calls of search, export, verify, row_history, explain_query and the reports are recorded always",
+                (true, false) => "audit_ext.audit_reads is on but not in effect: add audit_ext to shared_preload_libraries and restart; calls of search, export, verify, row_history, explain_query and the reports are recorded always",
+                (false, _) => "statements reading audit.events are not recorded (audit_ext.audit_reads = off); calls of search, export, verify, row_history, explain_query and the reports are recorded always",
             }
             .to_string(),
         ),

@@ -2,7 +2,9 @@
 //!
 //! One pass per chain over the `(chain, seq)` index with a server-side cursor: memory stays
 //! flat whatever the log's size, and each row's temporary allocations (detoasting, jsonb text)
-//! go into a context reset per batch. Read-only, so it also runs on a hot standby.
+//! go into a context reset per batch. It reads only, so it also runs on a hot standby; each call
+//! is recorded as an `audit.verify` event (src/reads.rs), mirrored to the server log where
+//! nothing can be written.
 
 use crate::error::raise;
 use crate::event::{self, HASH, HASHED, PREV_HASH, SEQ};
@@ -232,7 +234,7 @@ type VerifyRow = (Option<i32>, i64, bool, Option<i64>, Option<i64>, Option<Strin
 
 /// Checks every chain (or the events with id in [from_id, to_id]) and, given the heads an
 /// auditor noted earlier, that each noted head is still there, unchanged.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn verify(
@@ -255,14 +257,44 @@ fn verify(
             raise(VerifyError::BadRange { from, to });
         }
     }
-    let noted = heads.map(|h| parse_heads(h.0).unwrap_or_else(|e| raise(e))).unwrap_or_default();
-    TableIterator::new(verify_rows(from_id, to_id, &noted))
+    let heads = heads.map(|h| h.0);
+    let noted = heads.clone().map(|h| parse_heads(h).unwrap_or_else(|e| raise(e))).unwrap_or_default();
+    let rows = verify_rows(from_id, to_id, &noted);
+    crate::reads::record(
+        "audit.verify",
+        serde_json::json!({ "from_id": from_id, "to_id": to_id, "heads": heads, "ok": rows.iter().all(|r| r.2) }),
+        rows.len() as i64,
+    );
+    TableIterator::new(rows)
+}
+
+/// `audit._verify_range(from_id, to_id)`: verify as `audit.report` runs it for its integrity
+/// section. Not recorded as `audit.verify`: the report records itself. The extension's owner
+/// only (the report runs as it).
+#[pg_extern(volatile, parallel_unsafe, name = "_verify_range")]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn verify_range(
+    from_id: Option<i64>,
+    to_id: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(chain, Option<i32>),
+        name!(events_checked, i64),
+        name!(ok, bool),
+        name!(first_bad_id, Option<i64>),
+        name!(first_bad_seq, Option<i64>),
+        name!(reason, Option<String>),
+    ),
+> {
+    TableIterator::new(verify_rows(from_id, to_id, &BTreeMap::new()))
 }
 
 /// `audit.verify(checkpoint => ...)`: checks a signed checkpoint (src/checkpoint.rs) and then
 /// the whole log against the heads it holds, as `audit.verify(heads => ...)` does; one more
 /// row (chain NULL) says whether the checkpoint itself can be relied on and why.
-#[pg_extern(stable, parallel_restricted, name = "verify")]
+#[pg_extern(volatile, parallel_unsafe, name = "verify")]
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn verify_checkpoint(
@@ -278,13 +310,28 @@ fn verify_checkpoint(
         name!(reason, Option<String>),
     ),
 > {
+    let named = serde_json::json!({
+        "public_key": checkpoint_field(&checkpoint.0, "public_key"),
+        "signature": checkpoint_field(&checkpoint.0, "signature"),
+    });
     let (noted, row) = match crate::checkpoint::check(checkpoint.0) {
         Ok((heads, note)) => (parse_heads(heads).unwrap_or_else(|e| raise(e)), (None, 0, true, None, None, Some(note))),
         Err(problem) => (BTreeMap::new(), (None, 0, false, None, None, Some(format!("checkpoint: {problem}")))),
     };
     let mut rows = verify_rows(None, None, &noted);
     rows.push(row);
+    crate::reads::record(
+        "audit.verify",
+        serde_json::json!({ "checkpoint": named, "ok": rows.iter().all(|r| r.2) }),
+        rows.len() as i64,
+    );
     TableIterator::new(rows)
+}
+
+/// A text field of a checkpoint as given, cut (it names the checkpoint in the `audit.verify`
+/// event; the payload itself is not kept).
+fn checkpoint_field(cp: &serde_json::Value, key: &str) -> Option<String> {
+    cp.get(key).and_then(|v| v.as_str()).map(|s| crate::reads::cut(s).to_string())
 }
 
 /// Every caller allowed to verify checks every event: a member of audit_viewer sees only some

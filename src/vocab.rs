@@ -25,7 +25,19 @@ pub const OWN: [(&str, &[&str]); 6] = [
     ("retention", &["retention.set", "retention.tier", "retention.applied"]),
     (
         "audit",
-        &["audit.checkpoint", "audit.key_rotated", "audit.view_allowed", "audit.view_disallowed", "audit.report"],
+        &[
+            "audit.checkpoint",
+            "audit.key_rotated",
+            "audit.view_allowed",
+            "audit.view_disallowed",
+            "audit.report",
+            "audit.search",
+            "audit.export",
+            "audit.verify",
+            "audit.row_history",
+            "audit.explain_query",
+            "audit.read",
+        ],
     ),
 ];
 

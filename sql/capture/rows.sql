@@ -308,10 +308,9 @@ JOIN pg_catalog.pg_class c ON c.oid = t.tbl
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
 COMMENT ON VIEW audit.tracked_tables IS 'Tables whose row changes are captured, and how.';
 
--- The versions of one row, oldest first. pk: the object_id text (one key column: its value;
--- several: a JSON array of the values), or jsonb: a scalar, an array in key order, or an
--- object {"column": value, ...}. Served by the (object_id, at) index.
-CREATE FUNCTION audit.row_history(tbl regclass, pk text)
+-- The versions of one row, oldest first (what audit.row_history returns, unrecorded).
+-- Served by the (object_id, at) index.
+CREATE FUNCTION audit._row_history(tbl regclass, pk text)
 RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
                old jsonb, new jsonb, diff jsonb)
     LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -325,19 +324,51 @@ AS $$
     ORDER BY e.at, e.id
 $$;
 
-CREATE FUNCTION audit.row_history(tbl regclass, pk jsonb)
-RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
-               old jsonb, new jsonb, diff jsonb)
+-- A key given as jsonb (a scalar, an array in key order, or an object {"column": value, ...})
+-- as the object_id text of captured events (one key column: its value; several: a JSON array).
+CREATE FUNCTION audit._row_key(tbl regclass, pk jsonb) RETURNS text
     LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT h.* FROM audit.row_history(tbl,
-        CASE jsonb_typeof(pk)
+    SELECT CASE jsonb_typeof(pk)
             WHEN 'array' THEN CASE WHEN jsonb_array_length(pk) = 1 THEN pk ->> 0 ELSE pk::text END
             WHEN 'object' THEN (
                 SELECT CASE WHEN cardinality(k.cols) = 1 THEN pk ->> k.cols[1]
                             ELSE (SELECT jsonb_agg(pk -> c ORDER BY o) FROM unnest(k.cols) WITH ORDINALITY u(c, o))::text END
                 FROM (SELECT audit._key_columns(tbl) AS cols) k)
-            ELSE pk #>> '{}' END) h
+            ELSE pk #>> '{}' END
+$$;
+
+-- The versions of one row, oldest first. pk: the object_id text (one key column: its value;
+-- several: a JSON array of the values), or jsonb (audit._row_key). Each call is recorded as an
+-- audit.row_history event with the table, the key and the rows returned (sql/reads.sql).
+CREATE FUNCTION audit.row_history(tbl regclass, pk text)
+RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
+               old jsonb, new jsonb, diff jsonb)
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    n bigint;
+BEGIN
+    RETURN QUERY SELECT * FROM audit._row_history(tbl, pk);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
+END
+$$;
+
+CREATE FUNCTION audit.row_history(tbl regclass, pk jsonb)
+RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
+               old jsonb, new jsonb, diff jsonb)
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    n bigint;
+BEGIN
+    RETURN QUERY SELECT * FROM audit._row_history(tbl, audit._row_key(tbl, pk));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM audit._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
+END
 $$;
 COMMENT ON FUNCTION audit.row_history(regclass, text) IS 'The captured versions of one row, oldest first.';
 COMMENT ON FUNCTION audit.row_history(regclass, jsonb) IS 'The captured versions of one row, oldest first.';

@@ -158,6 +158,19 @@ pub fn audit_relid(name: &CStr) -> Option<pg_sys::Oid> {
     namespace_oid(c"audit").and_then(|ns| relid_in(ns, name))
 }
 
+/// The schema of relation `relid`, and whether it is a partition (InvalidOid, false when the
+/// relation is gone).
+pub fn rel_namespace_partition(relid: pg_sys::Oid) -> (pg_sys::Oid, bool) {
+    // SAFETY: syscache lookups (InvalidOid and false for a missing relation).
+    unsafe { (pg_sys::get_rel_namespace(relid), pg_sys::get_rel_relispartition(relid)) }
+}
+
+/// Whether this backend serves a client (not a background worker, autovacuum, a walsender).
+pub fn is_client_backend() -> bool {
+    // SAFETY: a backend global, set at start.
+    unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND }
+}
+
 /// The name of relation `relid`, None when it is gone.
 pub fn rel_name(relid: pg_sys::Oid) -> Option<String> {
     // SAFETY: a syscache lookup returning a palloc'd copy or NULL.

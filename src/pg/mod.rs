@@ -11,6 +11,7 @@
 //! - [`trigger`]: what a trigger call is, and the row images of its transition tables;
 //! - [`callbacks`]: relcache and (sub)transaction callbacks for safe functions;
 //! - [`utility`]: the utility hook and the role statements it reads;
+//! - [`executor`]: the executor hooks that tell which top statements read the log;
 //! - [`backend`]: facts of the backend, session and transaction; catalog lookups;
 //! - [`datum`]: the unsafe datum helpers the above are built on;
 //! - [`memory`]: a scratch memory context that loops reset;
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod callbacks;
 pub mod datum;
 pub mod elevate;
+pub mod executor;
 pub mod fcinfo;
 pub mod locks;
 pub mod memory;

@@ -17,5 +17,11 @@ PGHOST=$sdir/data PGPORT=$sport sql_expect_error 25006 "SELECT audit.record('x.y
 heads=$(sql "SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h")
 assert_eq "true|1" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT bool_and(ok) || '|' || count(*) FROM audit.verify(heads => '$heads')")" \
   "verify against noted heads runs on the standby too"
-assert_eq "chain,ddl_capture,log_mirror,partitions,role_capture,row_capture" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT string_agg(feature, ',' ORDER BY feature) FROM audit.status()")" "audit.status() runs on the standby"
+assert_eq "chain,ddl_capture,log_mirror,partitions,read_audit,role_capture,row_capture" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT string_agg(feature, ',' ORDER BY feature) FROM audit.status()")" "audit.status() runs on the standby"
 assert_match "^[0-9]+$" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT count(*) FROM audit.search('action:standby.e')")" "audit.search runs on the standby"
+# the audit of the audit: a read on the standby cannot be an event; it is a line of its log
+sleep 0.3
+assert_match 'AUDIT: action=audit.search actor="postgres" rows=100 arguments=\{"query": "action:standby.e".*\(not recorded: hot standby\)' \
+  "$(grep -o 'AUDIT: action=audit.search.*' "$sdir/standby.log" | tail -1)" "a search on the standby is mirrored to its server log (not recorded: hot standby)"
+assert_match 'AUDIT: action=audit.verify actor="postgres" rows=1 ' "$(grep -o 'AUDIT: action=audit.verify.*' "$sdir/standby.log" | tail -1)" \
+  "and so is a verify"

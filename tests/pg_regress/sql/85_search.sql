@@ -100,7 +100,8 @@ END $fuzz$;
 SELECT try(format('SELECT count(*) FROM audit.search(%L)', 'message:"' || repeat('x', 100000) || '"')) AS long_value;
 SELECT try(format('SELECT count(*) FROM audit.search(%L)', repeat('(', 10000) || 'a' || repeat(')', 10000))) AS deep;
 SELECT try(format('SELECT count(*) FROM audit.search(%L)', repeat('NOT ', 10000) || 'a')) AS many_nots;
-SELECT count(*) AS events_still_there FROM audit.events WHERE id > :before;
+-- (each search recorded itself: module audit)
+SELECT count(*) AS events_still_there FROM audit.events WHERE id > :before AND module IS DISTINCT FROM 'audit';
 
 DELETE FROM ids;
 
