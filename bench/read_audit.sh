@@ -3,7 +3,7 @@
 # `SELECT ... FROM audit.events ORDER BY id DESC LIMIT 20` by a member of audit_reader with
 # audit_ext.audit_reads off and on (each statement then records one audit.read event),
 # alternated round by round in one run on the bench cluster with the library preloaded; and
-# the recording of one call of a reading function (audit._read_event, what audit.search,
+# the recording of one call of a reading function (audit_internal._read_event, what audit.search,
 # audit.export, ... add to each call) against a plain SELECT 1 and against audit.record (one
 # event each, with its commit).
 #   usage: bench/read_audit.sh [EVENTS] [ROUNDS] [SECONDS]     (defaults 100000 5 8)
@@ -29,7 +29,7 @@ sql "$db" -c "VACUUM ANALYZE audit.events" >/dev/null
 q=$(mktemp); chmod 644 "$q"
 echo "SELECT id, at, actor, action, object_id FROM audit.events ORDER BY id DESC LIMIT 20;" >"$q"
 r=$(mktemp); chmod 644 "$r"
-echo "SELECT audit._read_event('audit.search', '{\"query\": \"action\" }', 20);" >"$r"
+echo "SELECT audit_internal._read_event('audit.search', '{\"query\": \"action\" }', 20);" >"$r"
 p=$(mktemp); chmod 644 "$p"
 echo "SELECT 1;" >"$p"
 w=$(mktemp); chmod 644 "$w"

@@ -3,7 +3,7 @@
 
 
 -- The AFTER INSERT trigger that evaluates alert rules and streams for every new event.
-CREATE FUNCTION audit.evaluate_alerts() RETURNS trigger
+CREATE FUNCTION audit_internal.evaluate_alerts() RETURNS trigger
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'audit_evaluate_alerts';
 -- (trigger zz_alerts, made in sql/guards.sql)
 
@@ -38,19 +38,19 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'audit.create_alert(): channel must be 1 to 63 bytes',
             HINT = 'Listeners run LISTEN with this name; the default is audit_alert.';
     -- (raises 22023 itself: the list of severities is src/vocab.rs's)
-    ELSIF NOT audit._check_severity(severity, 'audit.create_alert()') THEN
+    ELSIF NOT audit_internal._check_severity(severity, 'audit.create_alert()') THEN
         NULL;
     ELSIF EXISTS (SELECT FROM audit.alert_rules r WHERE r.name = create_alert.name) THEN
         RAISE EXCEPTION USING ERRCODE = '42710', MESSAGE = format('alert %L already exists', name),
             HINT = 'Drop it first with audit.drop_alert(), or pick another name.';
     END IF;
-    PERFORM audit._check_alert(query, group_by);
+    PERFORM audit_internal._check_alert(query, group_by);
     -- stored as the column it names (aliases such as 'user' or ' Actor ' resolved)
-    group_by := audit._group_name(group_by);
+    group_by := audit_internal._group_name(group_by);
     INSERT INTO audit.alert_rules (name, query, threshold, "window", group_by, channel, severity)
     VALUES (name, query, threshold, "window", group_by, channel, severity);
-    PERFORM audit._rules_changed();
-    PERFORM audit._event('alert.create', 'alert', 'alert', name, name, NULL,
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('alert.create', 'alert', 'alert', name, name, NULL,
                          jsonb_build_object('query', query, 'threshold', threshold, 'window', "window"::text,
                                             'group_by', group_by, 'channel', channel, 'severity', severity));
 END
@@ -71,8 +71,8 @@ BEGIN
         RAISE NOTICE 'audit.drop_alert(): no alert %', name;
         RETURN false;
     END IF;
-    PERFORM audit._rules_changed();
-    PERFORM audit._event('alert.drop', 'alert', 'alert', name, name, to_jsonb(r) - 'created_at');
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('alert.drop', 'alert', 'alert', name, name, to_jsonb(r) - 'created_at');
     RETURN true;
 END
 $$;
@@ -89,8 +89,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('alert %L does not exist', name),
             HINT = 'See audit.alerts for the existing alerts.';
     END IF;
-    PERFORM audit._rules_changed();
-    PERFORM audit._event(CASE WHEN "on" THEN 'alert.enable' ELSE 'alert.disable' END, 'alert', 'alert',
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event(CASE WHEN "on" THEN 'alert.enable' ELSE 'alert.disable' END, 'alert', 'alert',
                          name, name, NULL, jsonb_build_object('enabled', "on"));
 END
 $$;
@@ -109,11 +109,11 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'audit.stream(): channel must be 1 to 63 bytes',
             HINT = 'Listeners run LISTEN with this name.';
     END IF;
-    PERFORM audit._check_alert(query, NULL);
+    PERFORM audit_internal._check_alert(query, NULL);
     DELETE FROM audit.streams s WHERE s.channel = stream.channel RETURNING * INTO prev;
     INSERT INTO audit.streams (channel, query) VALUES (channel, query);
-    PERFORM audit._rules_changed();
-    PERFORM audit._event('stream.create', 'alert', 'stream', channel, channel,
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('stream.create', 'alert', 'stream', channel, channel,
                          CASE WHEN prev.channel IS NOT NULL THEN jsonb_build_object('query', prev.query) END,
                          jsonb_build_object('query', query));
 END
@@ -133,8 +133,8 @@ BEGIN
         RAISE NOTICE 'audit.unstream(): no stream on channel %', channel;
         RETURN false;
     END IF;
-    PERFORM audit._rules_changed();
-    PERFORM audit._event('stream.drop', 'alert', 'stream', channel, channel, jsonb_build_object('query', prev.query));
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('stream.drop', 'alert', 'stream', channel, channel, jsonb_build_object('query', prev.query));
     RETURN true;
 END
 $$;

@@ -2,11 +2,65 @@
 -- release, like sql/audit_ext--0.1.0.sql: later changes go into a script of their own.
 -- What changed (CHANGELOG.md): the event vocabulary (with the severities), the guard lists and the retention.applied
 -- format each got one owner (src/vocab.rs, sql/guards.sql, src/retention/anchor.rs); audit.export, the
--- auditor's views, signed checkpoints, visibility, reports and the audit of the audit are new.
+-- auditor's views, signed checkpoints, visibility, reports and the audit of the audit are new;
+-- the internal functions moved to the schema audit_internal.
 \echo Use "ALTER EXTENSION audit_ext UPDATE TO '0.2.0'" to load this file. \quit
 
+-- audit_ext's internal functions move to the schema audit_internal (src/lib.rs), so that
+-- \df audit.* lists only what users call; every reference below names them there.
+-- (the event triggers are off meanwhile: their 0.1.0 functions name the helpers in schema audit;
+-- switched on again, ALWAYS, at the end of this script)
+ALTER EVENT TRIGGER audit_ext_ddl_command DISABLE;
+ALTER EVENT TRIGGER audit_ext_ddl_drop DISABLE;
+CREATE SCHEMA audit_internal;
+COMMENT ON SCHEMA audit_internal IS 'audit_ext''s internal functions; call those of schema audit instead.';
+REVOKE ALL ON SCHEMA audit_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA audit_internal TO audit_writer, audit_reader, audit_admin;
+ALTER FUNCTION audit._begin_maintenance() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._check_alert(text,text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._check_pattern(text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._diff(jsonb,jsonb) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._diff_rows(jsonb,jsonb) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._depth_checked(jsonb) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._end_maintenance() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._group_name(text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._in_maintenance() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._partition_period() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._restoring() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._retention_changed() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._rules_changed() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._translate(text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._try_maintenance() SET SCHEMA audit_internal;
+ALTER FUNCTION audit.capture_ddl_enabled() SET SCHEMA audit_internal;
+ALTER FUNCTION audit.chain_event() SET SCHEMA audit_internal;
+ALTER FUNCTION audit.refuse_change() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._event(text,text,text,text,text,jsonb,jsonb,text,text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit.evaluate_alerts() SET SCHEMA audit_internal;
+ALTER FUNCTION audit.capture_rows() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._mask(jsonb,text[]) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._root(regclass) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._tree(regclass) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._key_columns(regclass) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._capture_problem(regclass,boolean) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._create_capture_triggers(regclass,audit.tracked) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._sync_capture() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._drop_capture_triggers(regclass) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._track(regclass,text[],text[],text[],boolean) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._guard_command(text,oid,oid,boolean) SET SCHEMA audit_internal;
+ALTER FUNCTION audit.capture_ddl_command() SET SCHEMA audit_internal;
+ALTER FUNCTION audit.capture_ddl_drop() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._lock(text,text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._period_start(timestamp with time zone,text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._create_indexes(text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._create_partition(integer,timestamp with time zone,timestamp with time zone) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._default_ahead() SET SCHEMA audit_internal;
+ALTER FUNCTION audit._free_range(integer,timestamp with time zone,text) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._ensure_partitions(interval,boolean) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._partition_keep(text,integer) SET SCHEMA audit_internal;
+ALTER FUNCTION audit._apply_tiers() SET SCHEMA audit_internal;
+
 -- src/vocab.rs: every event audit_ext records itself must be in its vocabulary
-CREATE FUNCTION audit."_own_action"(
+CREATE FUNCTION audit_internal."_own_action"(
 	"action" TEXT, /* & str */
 	"module" TEXT /* & str */
 ) RETURNS TEXT /* String */
@@ -15,7 +69,7 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'own_action_wrapper';
 
 -- src/retention/anchor.rs: the one format of a retention.applied event
-CREATE FUNCTION audit."_retention_applied"(
+CREATE FUNCTION audit_internal."_retention_applied"(
 	"partitions" jsonb, /* JsonB */
 	"events" bigint, /* i64 */
 	"anchors" jsonb, /* Option < JsonB > */
@@ -29,19 +83,19 @@ AS 'MODULE_PATHNAME', 'retention_applied_wrapper';
 -- these get their retention class, which the INSERT must carry (src/retention/policies.rs),
 -- and the check that the action is one src/vocab.rs lists for the module. Runs as its caller,
 -- each of them audit_ext's own SECURITY DEFINER function, trigger or hook.
-CREATE OR REPLACE FUNCTION audit._event(action text, module text, object_type text, object_id text,
+CREATE OR REPLACE FUNCTION audit_internal._event(action text, module text, object_type text, object_id text,
                              object_name text, old jsonb DEFAULT NULL, new jsonb DEFAULT NULL,
                              message text DEFAULT NULL, severity text DEFAULT 'info') RETURNS bigint
     LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name,
                               old, new, message, severity)
-    VALUES (audit.retention_class($1), audit._own_action($1, $2), $2, $3, $4, $5, $6, $7, $8, $9)
+    VALUES (audit.retention_class($1), audit_internal._own_action($1, $2), $2, $3, $4, $5, $6, $7, $8, $9)
     RETURNING id
 $$;
 
 -- The triggers every table of the log carries. Row triggers made on audit.events are cloned
--- onto its partitions; statement triggers are not inherited, so audit._create_partition()
+-- onto its partitions; statement triggers are not inherited, so audit_internal._create_partition()
 -- makes those (per_partition). All are enabled ALWAYS: session_replication_role = replica
 -- (settable by superusers and by roles granted it) must not skip them.
 --   zz_chain_event: validates, chains and hashes every new event (src/append.rs); named so
@@ -50,32 +104,32 @@ $$;
 --   append_only: refuses UPDATE, DELETE and TRUNCATE (src/guards.rs), at statement level so
 --     that it refuses even statements that would touch no row, for every role.
 --   zz_alerts: evaluates alert rules and streams for every new event (src/alerts.rs).
-CREATE FUNCTION audit._guard_triggers()
+CREATE FUNCTION audit_internal._guard_triggers()
 RETURNS TABLE (name name, fn text, events text, level text, per_partition boolean)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    VALUES ('zz_chain_event'::name, 'audit.chain_event()', 'BEFORE INSERT', 'ROW', false),
-           ('append_only', 'audit.refuse_change()', 'BEFORE UPDATE OR DELETE OR TRUNCATE', 'STATEMENT', true),
-           ('zz_alerts', 'audit.evaluate_alerts()', 'AFTER INSERT', 'ROW', false)
+    VALUES ('zz_chain_event'::name, 'audit_internal.chain_event()', 'BEFORE INSERT', 'ROW', false),
+           ('append_only', 'audit_internal.refuse_change()', 'BEFORE UPDATE OR DELETE OR TRUNCATE', 'STATEMENT', true),
+           ('zz_alerts', 'audit_internal.evaluate_alerts()', 'AFTER INSERT', 'ROW', false)
 $$;
 
 -- The event triggers of DDL capture and of the DDL guard (sql/capture/ddl.sql).
-CREATE FUNCTION audit._guard_event_triggers() RETURNS TABLE (name name, fn text, event text)
+CREATE FUNCTION audit_internal._guard_event_triggers() RETURNS TABLE (name name, fn text, event text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    VALUES ('audit_ext_ddl_command'::name, 'audit.capture_ddl_command()', 'ddl_command_end'),
-           ('audit_ext_ddl_drop', 'audit.capture_ddl_drop()', 'sql_drop')
+    VALUES ('audit_ext_ddl_command'::name, 'audit_internal.capture_ddl_command()', 'ddl_command_end'),
+           ('audit_ext_ddl_drop', 'audit_internal.capture_ddl_drop()', 'sql_drop')
 $$;
 
 -- The row level security policies of audit.events (sql/visibility.sql), as PostgreSQL prints
 -- them back (pg_get_expr): the guards compare the live policies with these, so that a policy
 -- someone else added, or one of these altered, is reported. cmd: r SELECT, a INSERT.
-CREATE FUNCTION audit._guard_policies() RETURNS TABLE (name name, cmd "char", roles name[], qual text, with_check text)
+CREATE FUNCTION audit_internal._guard_policies() RETURNS TABLE (name name, cmd "char", roles name[], qual text, with_check text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('audit_readers'::name, 'r'::"char", ARRAY['audit_reader']::name[], 'true'::text, NULL::text),
            ('audit_viewers', 'r', ARRAY['audit_viewer'],
-            '((actor = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])) OR ((metadata ->> ''db_user''::text) = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])))',
+            '((actor = ANY (( SELECT audit_internal._visible_roles() AS _visible_roles)::text[])) OR ((metadata ->> ''db_user''::text) = ANY (( SELECT audit_internal._visible_roles() AS _visible_roles)::text[])))',
             NULL),
            ('audit_inserts', 'a', ARRAY['public'], NULL, 'true')
 $$;
@@ -90,7 +144,7 @@ $$;
 -- bounds audit.partitions misstates; DDL capture off; capture, retention, alert and stream
 -- settings that differ from what the log says they were set to. Runs as the caller (an
 -- auditor reads all of this).
-CREATE FUNCTION audit._guard_problems() RETURNS SETOF text
+CREATE FUNCTION audit_internal._guard_problems() RETURNS SETOF text
     LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT p FROM (
@@ -103,7 +157,7 @@ SELECT p FROM (
     FROM (SELECT 'audit.events'::regclass AS rel UNION ALL
           SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
           WHERE i.inhparent = 'audit.events'::regclass) r
-    CROSS JOIN (SELECT g.name, g.fn::regprocedure AS fn FROM audit._guard_triggers() g) t
+    CROSS JOIN (SELECT g.name, g.fn::regprocedure AS fn FROM audit_internal._guard_triggers() g) t
     LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = r.rel AND tg.tgname = t.name
     WHERE tg.oid IS NULL OR tg.tgenabled <> 'A' OR tg.tgfoid <> t.fn OR tg.tgqual IS NOT NULL
     UNION ALL
@@ -113,14 +167,14 @@ SELECT p FROM (
                        WHEN et.evttags IS NOT NULL THEN 'limited to some commands (WHEN TAG IN ...)'
                        WHEN et.evtenabled = 'D' THEN 'disabled'
                        ELSE 'not enabled ALWAYS (session_replication_role = replica skips it)' END)
-    FROM (SELECT g.name, g.fn::regprocedure AS fn, g.event AS ev FROM audit._guard_event_triggers() g) t
+    FROM (SELECT g.name, g.fn::regprocedure AS fn, g.event AS ev FROM audit_internal._guard_event_triggers() g) t
     LEFT JOIN pg_catalog.pg_event_trigger et ON et.evtname = t.name
     WHERE et.oid IS NULL OR et.evtenabled <> 'A' OR et.evtfoid <> t.fn OR et.evtevent <> t.ev
        OR et.evttags IS NOT NULL
     UNION ALL
     SELECT format('function %s is no longer audit_ext''s own C function', f.fn)
-    FROM (SELECT g.fn::regprocedure FROM audit._guard_triggers() g
-          UNION SELECT 'audit.capture_rows()'::regprocedure) f(fn)
+    FROM (SELECT g.fn::regprocedure FROM audit_internal._guard_triggers() g
+          UNION SELECT 'audit_internal.capture_rows()'::regprocedure) f(fn)
     JOIN pg_catalog.pg_proc p ON p.oid = f.fn
     WHERE p.prolang <> (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'c')
        OR p.probin IS DISTINCT FROM '$libdir/audit_ext'
@@ -136,11 +190,11 @@ SELECT p FROM (
     UNION ALL
     SELECT format('policy %s on audit.events is not audit_ext''s: it changes who sees or writes which events', p.polname)
     FROM pg_catalog.pg_policy p
-    WHERE p.polrelid = 'audit.events'::regclass AND p.polname NOT IN (SELECT g.name FROM audit._guard_policies() g)
+    WHERE p.polrelid = 'audit.events'::regclass AND p.polname NOT IN (SELECT g.name FROM audit_internal._guard_policies() g)
     UNION ALL
     SELECT format('policy %s on audit.events is %s', g.name,
                   CASE WHEN p.oid IS NULL THEN 'missing' ELSE 'not as audit_ext made it (it was altered)' END)
-    FROM audit._guard_policies() g
+    FROM audit_internal._guard_policies() g
     LEFT JOIN pg_catalog.pg_policy p ON p.polrelid = 'audit.events'::regclass AND p.polname = g.name
     WHERE p.oid IS NULL OR p.polcmd <> g.cmd OR NOT p.polpermissive
        OR (SELECT array_agg(CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END ORDER BY 1)
@@ -160,7 +214,7 @@ SELECT p FROM (
     WHERE r.rolbypassrls AND NOT r.rolsuper
       AND pg_catalog.pg_has_role(r.oid, 'audit_viewer', 'MEMBER') AND NOT pg_catalog.pg_has_role(r.oid, 'audit_reader', 'MEMBER')
     UNION ALL
-    SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl))
+    SELECT format('capture of %s is not intact: %s', t.table_name, audit_internal._capture_problem(t.tbl))
     FROM audit.tracked_tables t WHERE NOT t.intact
     UNION ALL
     SELECT format('partition audit.%s (class %s, %s to %s UTC) is missing: dropped or detached outside '
@@ -242,7 +296,7 @@ $$;
 -- CHECK, filled with the rows of that range waiting in the default partition, then attached
 -- (ATTACH locks the parent in SHARE UPDATE EXCLUSIVE mode only, so writers go on) and given
 -- its statement-level guards (sql/guards.sql). The caller holds the default partition's lock.
-CREATE OR REPLACE FUNCTION audit._create_partition(cls integer, lo timestamptz, hi timestamptz) RETURNS text
+CREATE OR REPLACE FUNCTION audit_internal._create_partition(cls integer, lo timestamptz, hi timestamptz) RETURNS text
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC'
 AS $$
@@ -273,7 +327,7 @@ BEGIN
         EXECUTE format('REVOKE ALL ON audit.%I FROM %s', part,
                        CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);
     END LOOP;
-    PERFORM audit._create_indexes(part);
+    PERFORM audit_internal._create_indexes(part);
     EXECUTE format('ALTER TABLE audit.events ATTACH PARTITION audit.%I FOR VALUES FROM (%s, %L) TO (%s, %L)',
                    part, cls, lo, cls, hi);
     -- The CHECK only spared ATTACH a scan; kept, it would be evaluated again for every event,
@@ -282,12 +336,12 @@ BEGIN
     EXECUTE format('ALTER TABLE audit.%I DROP CONSTRAINT %I', part, part || '_range');
     -- the guards of sql/guards.sql: row triggers were cloned from audit.events, statement
     -- triggers are not inherited; all ALWAYS, like the parent's
-    FOR g IN SELECT * FROM audit._guard_triggers() t WHERE t.per_partition LOOP
+    FOR g IN SELECT * FROM audit_internal._guard_triggers() t WHERE t.per_partition LOOP
         EXECUTE format('CREATE TRIGGER %I %s ON audit.%I FOR EACH %s EXECUTE FUNCTION %s',
                        g.name, g.events, part, g.level, g.fn);
     END LOOP;
     EXECUTE format('ALTER TABLE audit.%I %s', part,
-                   (SELECT string_agg(format('ENABLE ALWAYS TRIGGER %I', t.name), ', ') FROM audit._guard_triggers() t));
+                   (SELECT string_agg(format('ENABLE ALWAYS TRIGGER %I', t.name), ', ') FROM audit_internal._guard_triggers() t));
     INSERT INTO audit.partitions (name, class, from_at, to_at) VALUES (part, cls, lo, hi);
     RETURN part;
 END
@@ -344,7 +398,7 @@ BEGIN
     -- considered: the partition worker or audit.ensure_partitions() gives them partitions.
 
     IF NOT dry_run THEN
-        PERFORM audit._begin_maintenance();
+        PERFORM audit_internal._begin_maintenance();
     END IF;
     FOR p IN
         SELECT pt.* FROM audit.partitions pt
@@ -361,12 +415,12 @@ BEGIN
                                  p.name, p.class, p.from_at, p.to_at),
                 HINT = 'Retention drops nothing while the list of partitions disagrees with the partitions; run audit.verify(), which reports the partition, and restore audit.partitions.';
         END IF;
-        k := audit._partition_keep(p.name, p.class);
+        k := audit_internal._partition_keep(p.name, p.class);
         CONTINUE WHEN k IS NULL OR p.to_at > now() - k;
         IF NOT dry_run THEN
-            PERFORM audit._lock(format('audit.%I', p.name), 'SHARE');
+            PERFORM audit_internal._lock(format('audit.%I', p.name), 'SHARE');
             -- it may have gained an event with a longer period meanwhile
-            k := audit._partition_keep(p.name, p.class);
+            k := audit_internal._partition_keep(p.name, p.class);
             CONTINUE WHEN k IS NULL OR p.to_at > now() - k;
         END IF;
         EXECUTE format($q$
@@ -422,8 +476,8 @@ BEGIN
                                              'keep', k);
     END LOOP;
     IF dry_run OR cardinality(todo) = 0 THEN
-        PERFORM audit._apply_tiers() WHERE NOT dry_run;
-        PERFORM audit._end_maintenance();
+        PERFORM audit_internal._apply_tiers() WHERE NOT dry_run;
+        PERFORM audit_internal._end_maintenance();
         RETURN;
     END IF;
 
@@ -464,15 +518,15 @@ BEGIN
     -- takes ACCESS SHARE on every partition of its class while it holds the parent, so locking
     -- a partition before the parent deadlocks with it (measured: t_90, apply_retention while
     -- pgbench writes). Both with the 2 s lock_timeout and a clear 55P03.
-    PERFORM audit._lock('ONLY audit.events', 'ACCESS EXCLUSIVE');
+    PERFORM audit_internal._lock('ONLY audit.events', 'ACCESS EXCLUSIVE');
     FOR i IN 1 .. cardinality(todo) LOOP
-        PERFORM audit._lock(format('audit.%I', todo[i].name), 'ACCESS EXCLUSIVE');
+        PERFORM audit_internal._lock(format('audit.%I', todo[i].name), 'ACCESS EXCLUSIVE');
     END LOOP;
 
     -- Recorded before anything is dropped, in the hash-chained log itself: audit.verify()
     -- starts each chain from these anchors.
-    ev := audit._event('retention.applied', 'retention', 'partition', NULL, NULL, NULL,
-            audit._retention_applied(parts, total, merged, archive_dir),
+    ev := audit_internal._event('retention.applied', 'retention', 'partition', NULL, NULL, NULL,
+            audit_internal._retention_applied(parts, total, merged, archive_dir),
             format('%s event(s) in %s partition(s) dropped by retention', total, cardinality(todo)));
 
     DELETE FROM audit.retention_anchors;
@@ -485,37 +539,37 @@ BEGIN
         EXECUTE format('DROP TABLE audit.%I', p.name);
         UPDATE audit.partitions pt SET dropped_at = now(), dropped_by = ev WHERE pt.name = p.name;
     END LOOP;
-    PERFORM audit._apply_tiers();
-    PERFORM audit._end_maintenance();
+    PERFORM audit_internal._apply_tiers();
+    PERFORM audit_internal._end_maintenance();
 END
 $$;
 
 -- an impossible case raises XX000 with a hint (README "Errors")
-CREATE OR REPLACE FUNCTION audit._ensure_partitions(ahead interval, settle boolean DEFAULT false) RETURNS SETOF text
+CREATE OR REPLACE FUNCTION audit_internal._ensure_partitions(ahead interval, settle boolean DEFAULT false) RETURNS SETOF text
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '2s'
     SET TimeZone = 'UTC'
 AS $$
 DECLARE
-    period text := audit._partition_period();
+    period text := audit_internal._partition_period();
     cls integer;
     t timestamptz;
     r record;
     created text[] := '{}';
     rounds integer := 0;
 BEGIN
-    PERFORM audit._begin_maintenance();
+    PERFORM audit_internal._begin_maintenance();
     IF settle AND EXISTS (SELECT FROM ONLY audit.events_default) THEN
-        PERFORM audit._lock('ONLY audit.events', 'SHARE');
+        PERFORM audit_internal._lock('ONLY audit.events', 'SHARE');
     ELSE
         settle := false;
     END IF;
     -- No writer may add rows to the default partition while partitions are attached.
-    PERFORM audit._lock('audit.events_default', 'ACCESS EXCLUSIVE');
+    PERFORM audit_internal._lock('audit.events_default', 'ACCESS EXCLUSIVE');
     FOR cls IN SELECT c.class FROM audit.retention c ORDER BY c.class LOOP
-        t := audit._period_start(now(), period);
+        t := audit_internal._period_start(now(), period);
         WHILE t <= now() + ahead LOOP
-            SELECT * INTO r FROM audit._free_range(cls, t, period);
+            SELECT * INTO r FROM audit_internal._free_range(cls, t, period);
             IF r.lo IS NULL THEN -- t is in a partition: go on from its end
                 t := (SELECT p.to_at FROM audit.partitions p
                       WHERE p.class = cls AND p.dropped_at IS NULL AND p.from_at <= t AND t < p.to_at);
@@ -526,7 +580,7 @@ BEGIN
                 t := r.hi;   -- events are arriving there: see above
                 CONTINUE;
             END IF;
-            created := created || audit._create_partition(cls, r.lo, r.hi);
+            created := created || audit_internal._create_partition(cls, r.lo, r.hi);
             t := r.hi;
         END LOOP;
     END LOOP;
@@ -535,21 +589,21 @@ BEGIN
         rounds := rounds + 1;
         SELECT d.retention_class, d.at INTO cls, t FROM ONLY audit.events_default d ORDER BY d.at LIMIT 1;
         EXIT WHEN NOT FOUND;
-        SELECT * INTO r FROM audit._free_range(cls, t, period);
+        SELECT * INTO r FROM audit_internal._free_range(cls, t, period);
         IF r.lo IS NULL THEN
             -- cannot be: ATTACH moved nothing into a partition that holds it
             RAISE EXCEPTION USING ERRCODE = 'XX000',
                 MESSAGE = format('audit_ext: event at %s of class %s is in the default partition, but a partition holds that time', t, cls),
                 HINT = 'This is a bug in audit_ext; nothing was moved.';
         END IF;
-        created := created || audit._create_partition(cls, r.lo, r.hi);
+        created := created || audit_internal._create_partition(cls, r.lo, r.hi);
     END LOOP;
     RETURN QUERY SELECT unnest(created);
 END
 $$;
 
 -- src/vocab.rs owns the severities: audit.create_alert checks them there
-CREATE FUNCTION audit."_check_severity"(
+CREATE FUNCTION audit_internal."_check_severity"(
 	"severity" TEXT, /* Option < & str > */
 	"caller" TEXT /* & str */
 ) RETURNS bool /* bool */
@@ -586,26 +640,26 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'audit.create_alert(): channel must be 1 to 63 bytes',
             HINT = 'Listeners run LISTEN with this name; the default is audit_alert.';
     -- (raises 22023 itself: the list of severities is src/vocab.rs's)
-    ELSIF NOT audit._check_severity(severity, 'audit.create_alert()') THEN
+    ELSIF NOT audit_internal._check_severity(severity, 'audit.create_alert()') THEN
         NULL;
     ELSIF EXISTS (SELECT FROM audit.alert_rules r WHERE r.name = create_alert.name) THEN
         RAISE EXCEPTION USING ERRCODE = '42710', MESSAGE = format('alert %L already exists', name),
             HINT = 'Drop it first with audit.drop_alert(), or pick another name.';
     END IF;
-    PERFORM audit._check_alert(query, group_by);
+    PERFORM audit_internal._check_alert(query, group_by);
     -- stored as the column it names (aliases such as 'user' or ' Actor ' resolved)
-    group_by := audit._group_name(group_by);
+    group_by := audit_internal._group_name(group_by);
     INSERT INTO audit.alert_rules (name, query, threshold, "window", group_by, channel, severity)
     VALUES (name, query, threshold, "window", group_by, channel, severity);
-    PERFORM audit._rules_changed();
-    PERFORM audit._event('alert.create', 'alert', 'alert', name, name, NULL,
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('alert.create', 'alert', 'alert', name, name, NULL,
                          jsonb_build_object('query', query, 'threshold', threshold, 'window', "window"::text,
                                             'group_by', group_by, 'channel', channel, 'severity', severity));
 END
 $$;
 
 -- audit.export (sql/export.sql, src/export.rs)
-CREATE FUNCTION audit."_export_header"(
+CREATE FUNCTION audit_internal."_export_header"(
 	"format" TEXT /* & str */
 ) RETURNS TEXT /* Option < & '_ str > */
 IMMUTABLE STRICT PARALLEL SAFE 
@@ -613,7 +667,7 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'export_header_wrapper';
 
 -- One event as a line of kv, csv, cef or rfc5424.
-CREATE FUNCTION audit._export_line(format text, e audit.events) RETURNS text
+CREATE FUNCTION audit_internal._export_line(format text, e audit.events) RETURNS text
     LANGUAGE c STABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'audit_export_line';
 
@@ -643,22 +697,22 @@ BEGIN
             HINT = 'since is inclusive, until exclusive: pass since <= until.';
     END IF;
     IF query IS NOT NULL THEN
-        t := audit._translate(query);
+        t := audit_internal._translate(query);
     END IF;
-    header := audit._export_header(format);
+    header := audit_internal._export_header(format);
     IF header IS NOT NULL THEN
         RETURN NEXT header;
     END IF;
     -- t[1] is built by the translator from column names, operators and $1[n] only; the
     -- values are t[2:] (as in audit.search)
     RETURN QUERY EXECUTE
-        'SELECT ' || CASE WHEN format = 'jsonl' THEN 'audit.export_json(e)::text' ELSE 'audit._export_line($4, e)' END
+        'SELECT ' || CASE WHEN format = 'jsonl' THEN 'audit.export_json(e)::text' ELSE 'audit_internal._export_line($4, e)' END
         || ' FROM audit.events e WHERE (' || t[1] || ')'
            ' AND ($2::timestamptz IS NULL OR e.at >= $2) AND ($3::timestamptz IS NULL OR e.at < $3) ORDER BY e.id'
         USING t[2:], since, until, format;
     GET DIAGNOSTICS n = ROW_COUNT;
     -- recorded before the caller sees a line (the lines are kept until this returns)
-    PERFORM audit._read_event('audit.export',
+    PERFORM audit_internal._read_event('audit.export',
                               jsonb_build_object('format', format, 'query', query, 'since', since, 'until', until), n);
 END
 $$;
@@ -675,16 +729,16 @@ WHERE e.at > now() - interval '24 hours'
 ORDER BY e.id DESC;
 COMMENT ON VIEW audit.recent IS 'Events of the last 24 hours, newest first.';
 
--- The guard problems (audit._guard_problems()) for a caller that may read them, none for one
+-- The guard problems (audit_internal._guard_problems()) for a caller that may read them, none for one
 -- that may not: a member of audit_viewer reads audit.security_events too, and learns from it
 -- its own events, not the details of the guards. PL/pgSQL, so that the query, and the privilege
 -- checks of what it reads, run only for a caller allowed to run it.
-CREATE FUNCTION audit._visible_guard_problems() RETURNS SETOF text
+CREATE FUNCTION audit_internal._visible_guard_problems() RETURNS SETOF text
     LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF pg_catalog.has_function_privilege('audit._guard_problems()', 'EXECUTE') THEN
-        RETURN QUERY SELECT p FROM audit._guard_problems() p;
+    IF pg_catalog.has_function_privilege('audit_internal._guard_problems()', 'EXECUTE') THEN
+        RETURN QUERY SELECT p FROM audit_internal._guard_problems() p;
     END IF;
 END
 $$;
@@ -693,7 +747,7 @@ $$;
 -- authentications and actions, permission and role changes, changes of audit_ext's own
 -- settings (capture, retention, alerts, streams, server settings), alerts fired, retention
 -- applied; and, as rows with id NULL, what is wrong with the guards of the log now
--- (audit._guard_problems(), the guards row of audit.verify()), to those who may read them.
+-- (audit_internal._guard_problems(), the guards row of audit.verify()), to those who may read them.
 CREATE VIEW audit.security_events WITH (security_invoker = true) AS
 SELECT e.id, e.at,
        CASE WHEN e.action LIKE 'authentication.%' AND e.status <> 'success' THEN 'failed_authentication'
@@ -716,7 +770,7 @@ WHERE (e.action LIKE 'authentication.%' AND e.status <> 'success')
                         'stream.create', 'stream.drop'))
 UNION ALL
 SELECT NULL::bigint, now(), 'guard_problem', NULL, NULL, 'audit.guards', 'failure', 'critical', NULL, NULL, NULL, g.problem
-FROM audit._visible_guard_problems() g(problem);
+FROM audit_internal._visible_guard_problems() g(problem);
 COMMENT ON VIEW audit.security_events IS 'Failed and denied actions, permission, role and audit setting changes, alerts, retention, guard problems.';
 
 -- NetEye's "My changes": the changes (events with old and/or new properties) made in the
@@ -760,13 +814,13 @@ $$;
 COMMENT ON FUNCTION audit.summary IS 'Event counts by action, actor, object_type, status, module, severity or day.';
 
 -- signed checkpoints (sql/checkpoint.sql, src/checkpoint.rs)
-CREATE FUNCTION audit."_new_signing_key"() RETURNS TEXT /* String */
+CREATE FUNCTION audit_internal."_new_signing_key"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL UNSAFE 
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'new_signing_key_wrapper';
 
-CREATE FUNCTION audit."_checkpoint"() RETURNS jsonb /* JsonB */
+CREATE FUNCTION audit_internal."_checkpoint"() RETURNS jsonb /* JsonB */
 STRICT VOLATILE PARALLEL UNSAFE 
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
@@ -816,9 +870,9 @@ CREATE FUNCTION audit.checkpoint() RETURNS jsonb
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cp jsonb := audit._checkpoint();
+    cp jsonb := audit_internal._checkpoint();
 BEGIN
-    PERFORM audit._event('audit.checkpoint', 'audit', 'checkpoint', cp ->> 'public_key', NULL, NULL, cp,
+    PERFORM audit_internal._event('audit.checkpoint', 'audit', 'checkpoint', cp ->> 'public_key', NULL, NULL, cp,
                          format('checkpoint of %s chain(s)', jsonb_array_length((cp ->> 'payload')::jsonb -> 'chains')));
     RETURN cp;
 END
@@ -835,9 +889,9 @@ CREATE FUNCTION audit.rotate_signing_key() RETURNS text
 AS $$
 DECLARE
     old text := audit.signing_key();
-    new text := audit._new_signing_key();
+    new text := audit_internal._new_signing_key();
 BEGIN
-    PERFORM audit._event('audit.key_rotated', 'audit', 'signing_key', new, NULL,
+    PERFORM audit_internal._event('audit.key_rotated', 'audit', 'signing_key', new, NULL,
                          jsonb_build_object('public_key', old), jsonb_build_object('public_key', new));
     RETURN new;
 END
@@ -845,24 +899,24 @@ $$;
 COMMENT ON FUNCTION audit.rotate_signing_key IS 'Replaces the checkpoint signing key (the old one stays, retired); returns the new public key.';
 
 -- The first key, made by CREATE EXTENSION.
-SELECT audit._new_signing_key();
+SELECT audit_internal._new_signing_key();
 
 -- privileges as a fresh install has them (sql/finalize.sql)
-REVOKE ALL ON FUNCTION audit._own_action(text, text), audit._check_severity(text, text), audit._retention_applied(jsonb, bigint, jsonb, text),
-                       audit._guard_triggers(), audit._guard_event_triggers(), audit._guard_problems(),
-                       audit._export_header(text), audit._export_line(text, audit.events),
+REVOKE ALL ON FUNCTION audit_internal._own_action(text, text), audit_internal._check_severity(text, text), audit_internal._retention_applied(jsonb, bigint, jsonb, text),
+                       audit_internal._guard_triggers(), audit_internal._guard_event_triggers(), audit_internal._guard_problems(),
+                       audit_internal._export_header(text), audit_internal._export_line(text, audit.events),
                        audit.export(text, text, timestamptz, timestamptz),
                        audit.summary(timestamptz, timestamptz, text),
-                       audit._new_signing_key(), audit._checkpoint(), audit.signing_key(), audit.verify(jsonb),
+                       audit_internal._new_signing_key(), audit_internal._checkpoint(), audit.signing_key(), audit.verify(jsonb),
                        audit.checkpoint(), audit.rotate_signing_key() FROM PUBLIC;
 REVOKE ALL ON audit.signing_keys FROM PUBLIC;
 REVOKE ALL ON SEQUENCE audit.signing_keys_id_seq FROM PUBLIC;
 REVOKE ALL ON audit.recent, audit.security_events, audit.my_changes FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers(),
-                          audit._guard_policies()
+GRANT EXECUTE ON FUNCTION audit_internal._guard_problems(), audit_internal._guard_triggers(), audit_internal._guard_event_triggers(),
+                          audit_internal._guard_policies()
     TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
-                          audit._export_header(text)
+GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), audit_internal._export_line(text, audit.events),
+                          audit_internal._export_header(text)
     TO audit_reader;
 GRANT SELECT ON audit.recent, audit.security_events, audit.my_changes TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.summary(timestamptz, timestamptz, text) TO audit_reader;
@@ -880,7 +934,7 @@ END
 $roles$;
 -- audit_admin) see every event; members of audit_viewer see their own events, and those of the
 -- roles audit.allow_view() let them view. Row level security on audit.events, with policies
--- that audit_ext owns (audit._guard_policies(), sql/guards.sql: the guards check that they are
+-- that audit_ext owns (audit_internal._guard_policies(), sql/guards.sql: the guards check that they are
 -- exactly these, and refuse any other). Every function and view that reads events as its
 -- caller (audit.search, audit.changes, audit.row_history, audit.export, the auditor's views)
 -- therefore shows a viewer only what it may see; audit.verify() reads every event as the
@@ -905,7 +959,7 @@ SELECT v.of_role FROM audit.viewers v WHERE v.viewer OPERATOR(pg_catalog.=) CURR
 -- The role names whose events the current role sees as a viewer: itself, and every role that
 -- is a member (directly or not) of a role it was allowed to view, that role included. The
 -- policy calls it once per statement (a scalar subquery, an InitPlan), not once per row.
-CREATE FUNCTION audit._visible_roles() RETURNS text[]
+CREATE FUNCTION audit_internal._visible_roles() RETURNS text[]
     LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT array_agg(DISTINCT n ORDER BY n) FROM (
@@ -923,8 +977,8 @@ CREATE POLICY audit_readers ON audit.events FOR SELECT TO audit_reader USING (tr
 -- application asserted an end user as the actor (metadata.db_user), and the same of the roles
 -- they may view.
 CREATE POLICY audit_viewers ON audit.events FOR SELECT TO audit_viewer
-    USING (actor OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[])
-           OR (metadata OPERATOR(pg_catalog.->>) 'db_user') OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[]));
+    USING (actor OPERATOR(pg_catalog.=) ANY ((SELECT audit_internal._visible_roles())::text[])
+           OR (metadata OPERATOR(pg_catalog.->>) 'db_user') OPERATOR(pg_catalog.=) ANY ((SELECT audit_internal._visible_roles())::text[]));
 -- Inserts are what they were: privileges and the insert trigger decide (audit_ext's own inserts
 -- run as the owner, whom row level security does not restrict).
 CREATE POLICY audit_inserts ON audit.events FOR INSERT TO PUBLIC WITH CHECK (true);
@@ -950,7 +1004,7 @@ BEGIN
     INSERT INTO audit.viewers (viewer, of_role, granted_by) VALUES (allow_view.viewer, allow_view.of_role, session_user)
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
-        PERFORM audit._event('audit.view_allowed', 'audit', 'role', viewer::text, viewer::text, NULL,
+        PERFORM audit_internal._event('audit.view_allowed', 'audit', 'role', viewer::text, viewer::text, NULL,
                              jsonb_build_object('viewer', viewer::text, 'of_role', of_role::text));
     END IF;
 END
@@ -965,7 +1019,7 @@ AS $$
 BEGIN
     DELETE FROM audit.viewers v WHERE v.viewer = disallow_view.viewer AND v.of_role = disallow_view.of_role;
     IF FOUND THEN
-        PERFORM audit._event('audit.view_disallowed', 'audit', 'role', viewer::text, viewer::text,
+        PERFORM audit_internal._event('audit.view_disallowed', 'audit', 'role', viewer::text, viewer::text,
                              jsonb_build_object('viewer', viewer::text, 'of_role', of_role::text), NULL);
     END IF;
 END
@@ -977,24 +1031,24 @@ SELECT v.viewer, v.of_role, v.granted_by, v.granted_at FROM audit.viewers v;
 COMMENT ON VIEW audit.view_grants IS 'Which viewers see the events of which roles (audit.allow_view).';
 
 -- privileges of the above, as a fresh install has them (sql/finalize.sql)
-REVOKE ALL ON FUNCTION audit._guard_policies(), audit._visible_roles(), audit._visible_guard_problems(), audit.allow_view(regrole, regrole),
+REVOKE ALL ON FUNCTION audit_internal._guard_policies(), audit_internal._visible_roles(), audit_internal._visible_guard_problems(), audit.allow_view(regrole, regrole),
                        audit.disallow_view(regrole, regrole) FROM PUBLIC;
 REVOKE ALL ON audit.viewers, audit._my_view_grants, audit.view_grants FROM PUBLIC;
-GRANT USAGE ON SCHEMA audit TO audit_viewer;
+GRANT USAGE ON SCHEMA audit, audit_internal TO audit_viewer;
 GRANT SELECT ON audit.events, audit.changes, audit.recent, audit.security_events, audit.my_changes TO audit_viewer;
-GRANT EXECUTE ON FUNCTION audit._visible_roles() TO audit_viewer;
+GRANT EXECUTE ON FUNCTION audit_internal._visible_roles() TO audit_viewer;
 GRANT SELECT ON audit._my_view_grants TO audit_viewer;
-GRANT EXECUTE ON FUNCTION audit._visible_guard_problems() TO audit_reader, audit_viewer;
+GRANT EXECUTE ON FUNCTION audit_internal._visible_guard_problems() TO audit_reader, audit_viewer;
 GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.verify(jsonb),
                           audit.hash_event(audit.events), audit.export_json(audit.events), audit.signing_key(),
                           audit.summary(timestamptz, timestamptz, text),
-                          audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
-                          audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb),
-                          audit._key_columns(regclass), audit._tree(regclass), audit._root(regclass),
+                          audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit_internal._diff(jsonb, jsonb),
+                          audit_internal._diff_rows(jsonb, jsonb), audit_internal._depth_checked(jsonb),
+                          audit_internal._key_columns(regclass), audit_internal._tree(regclass), audit_internal._root(regclass),
                           audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
-                          audit.search(text, integer, bigint), audit._translate(text), audit.explain_query(text),
-                          audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
-                          audit._export_header(text)
+                          audit.search(text, integer, bigint), audit_internal._translate(text), audit.explain_query(text),
+                          audit.export(text, text, timestamptz, timestamptz), audit_internal._export_line(text, audit.events),
+                          audit_internal._export_header(text)
     TO audit_viewer;
 GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_viewer;
 GRANT SELECT ON audit.view_grants TO audit_reader;
@@ -1010,7 +1064,7 @@ GRANT EXECUTE ON FUNCTION audit.allow_view(regrole, regrole), audit.disallow_vie
 
 -- What the sections count: a predicate over `e` (a row of audit.events), fixed text that the
 -- report splices into its queries (no caller value is ever part of it).
-CREATE FUNCTION audit._report_sections() RETURNS TABLE (id text, title text, predicate text)
+CREATE FUNCTION audit_internal._report_sections() RETURNS TABLE (id text, title text, predicate text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES
@@ -1034,7 +1088,7 @@ $$;
 -- (min_keep: how long events must be kept, NULL when the framework sets no number;
 -- max_keep_finding: whether keeping forever is itself a finding). The sources are in the
 -- README, "Compliance reports".
-CREATE FUNCTION audit._report_frameworks()
+CREATE FUNCTION audit_internal._report_frameworks()
 RETURNS TABLE (framework text, title text, min_keep interval, min_at_hand interval, forever_is_finding boolean,
                retention_rule text, controls jsonb)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -1124,7 +1178,7 @@ DECLARE
     keep_findings jsonb;
     result jsonb;
 BEGIN
-    SELECT * INTO fw FROM audit._report_frameworks() f WHERE f.framework = report.framework;
+    SELECT * INTO fw FROM audit_internal._report_frameworks() f WHERE f.framework = report.framework;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('audit.report(): unknown framework %L', framework),
@@ -1152,7 +1206,7 @@ BEGIN
                                                   ORDER BY v.chain NULLS FIRST) FILTER (WHERE NOT v.ok), '[]'),
                    'query', format('SELECT * FROM audit.verify(from_id => %s, to_id => %s)', first_id, last_id))
         INTO integrity
-        FROM audit._verify_range(first_id, last_id) v;
+        FROM audit_internal._verify_range(first_id, last_id) v;
     END IF;
     SELECT e.at, e.object_id AS public_key INTO cp FROM audit.events e
     WHERE e.action = 'audit.checkpoint' AND e.module = 'audit' AND e.at < hi ORDER BY e.id DESC LIMIT 1;
@@ -1161,7 +1215,7 @@ BEGIN
                                   ELSE jsonb_build_object('at', cp.at, 'public_key', cp.public_key) END);
 
     FOR s IN SELECT x.id, x.title, regexp_replace(x.predicate, '\s+', ' ', 'g') AS predicate
-             FROM audit._report_sections() x LOOP
+             FROM audit_internal._report_sections() x LOOP
         q := format('SELECT e.* FROM audit.events e WHERE %s AND %s ORDER BY e.id', s.predicate, period);
         EXECUTE format('SELECT count(*) FROM audit.events e WHERE %s AND %s', s.predicate, period) INTO n;
         -- findings: who did it, and how often (the ten most frequent actors); for tracked tables,
@@ -1217,7 +1271,7 @@ BEGIN
         RAISE LOG 'AUDIT: audit.report framework=% since=% until=% by=% (not recorded: %)', fw.framework, since, hi,
             session_user, CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
     ELSE
-        PERFORM audit._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
+        PERFORM audit_internal._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
                              jsonb_build_object('framework', fw.framework, 'since', since, 'until', hi,
                                                 'integrity_ok', integrity -> 'ok',
                                                 'counts', (SELECT jsonb_object_agg(x ->> 'id', x -> 'count')
@@ -1230,7 +1284,7 @@ COMMENT ON FUNCTION audit.report IS 'A compliance report (soc2, iso27001, hipaa,
 
 -- `s` with the characters HTML gives meaning escaped (&, <, >, ", '): every value of the log
 -- reaches the page through it.
-CREATE FUNCTION audit._html(s text) RETURNS text
+CREATE FUNCTION audit_internal._html(s text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT replace(replace(replace(replace(replace(coalesce(s, ''), '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
@@ -1286,10 +1340,10 @@ BEGIN
         FROM b JOIN cols c USING (t))
     SELECT string_agg(format(
                '<rect class="bar" data-status="%s" x="%s" y="%s" width="18" height="%s" fill="%s"><title>%s %s: %s</title></rect>',
-               audit._html(s.status), 50 + s.i * 24,
+               audit_internal._html(s.status), 50 + s.i * 24,
                200 - round(180.0 * (s.below + s.n) / greatest(top, 1)), greatest(round(180.0 * s.n / greatest(top, 1)), 1),
                coalesce(colors[array_position(statuses, s.status)], '#777777'),
-               to_char(s.t, CASE bucket WHEN 'month' THEN 'YYYY-MM' ELSE 'YYYY-MM-DD' END), audit._html(s.status), s.n),
+               to_char(s.t, CASE bucket WHEN 'month' THEN 'YYYY-MM' ELSE 'YYYY-MM-DD' END), audit_internal._html(s.status), s.n),
                '' ORDER BY s.i, s.status)
            || coalesce((SELECT string_agg(format('<text x="%s" y="215" font-size="9" transform="rotate(45 %s 215)">%s</text>',
                                                  50 + c.i * 24, 50 + c.i * 24,
@@ -1308,7 +1362,7 @@ BEGIN
     FOR sec IN SELECT x FROM jsonb_array_elements(r -> 'sections') x LOOP
         rows := '';
         FOR f IN SELECT x FROM jsonb_array_elements(coalesce(sec -> 'findings', '[]')) x LOOP
-            rows := rows || '<li>' || audit._html(CASE jsonb_typeof(f)
+            rows := rows || '<li>' || audit_internal._html(CASE jsonb_typeof(f)
                 WHEN 'string' THEN f #>> '{}'
                 WHEN 'object' THEN (SELECT string_agg(k || ': ' || (f ->> k), ', ' ORDER BY k) FROM jsonb_object_keys(f) k)
                 ELSE f::text END) || '</li>';
@@ -1316,9 +1370,9 @@ BEGIN
         body := body || format(
             '<section id="section-%s"><h3>%s</h3><p class="control">Control: %s</p><p class="count">%s event(s)</p>'
             '%s<details><summary>Query</summary><pre>%s</pre></details></section>',
-            audit._html(sec ->> 'id'), audit._html(sec ->> 'title'), audit._html(sec ->> 'control'), sec ->> 'count',
+            audit_internal._html(sec ->> 'id'), audit_internal._html(sec ->> 'title'), audit_internal._html(sec ->> 'control'), sec ->> 'count',
             CASE WHEN rows = '' THEN '<p class="findings">No findings.</p>' ELSE '<ul class="findings">' || rows || '</ul>' END,
-            audit._html(sec ->> 'query'));
+            audit_internal._html(sec ->> 'query'));
     END LOOP;
 
     RETURN format(
@@ -1329,13 +1383,13 @@ BEGIN
         '<h1>%s</h1><p>Period: %s to %s (UTC). Generated %s by %s with audit_ext.</p>'
         '<h2>Integrity</h2><p id="integrity" class="%s">%s: %s chain(s), %s event(s) checked. Control: %s</p>%s'
         '<h2>Events per %s</h2>%s<h2>Sections</h2>%s</body></html>',
-        audit._html(r ->> 'title'), audit._html(r ->> 'title'),
+        audit_internal._html(r ->> 'title'), audit_internal._html(r ->> 'title'),
         coalesce(to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), 'the start'), to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
-        to_char((r ->> 'generated_at')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), audit._html(r ->> 'generated_by'),
+        to_char((r ->> 'generated_at')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), audit_internal._html(r ->> 'generated_by'),
         CASE WHEN (r -> 'integrity' ->> 'ok')::boolean THEN 'ok' ELSE 'bad' END,
         CASE WHEN (r -> 'integrity' ->> 'ok')::boolean THEN 'Intact' ELSE 'NOT INTACT' END,
-        r -> 'integrity' ->> 'chains', r -> 'integrity' ->> 'events_checked', audit._html(r -> 'integrity' ->> 'control'),
-        coalesce((SELECT '<ul class="problems">' || string_agg('<li>' || audit._html(coalesce('chain ' || (p ->> 'chain'), 'guards')
+        r -> 'integrity' ->> 'chains', r -> 'integrity' ->> 'events_checked', audit_internal._html(r -> 'integrity' ->> 'control'),
+        coalesce((SELECT '<ul class="problems">' || string_agg('<li>' || audit_internal._html(coalesce('chain ' || (p ->> 'chain'), 'guards')
                                                                   || ': ' || coalesce(p ->> 'reason', '')) || '</li>', '') || '</ul>'
                   FROM jsonb_array_elements(r -> 'integrity' -> 'problems') p), ''),
         bucket, svg, body);
@@ -1343,8 +1397,8 @@ END
 $$;
 COMMENT ON FUNCTION audit.report_html IS 'audit.report() as one standalone HTML page with an inline SVG chart; recorded.';
 
-REVOKE ALL ON FUNCTION audit._report_sections(), audit._report_frameworks(), audit.report(text, timestamptz, timestamptz),
-                       audit._html(text), audit.report_html(text, timestamptz, timestamptz)
+REVOKE ALL ON FUNCTION audit_internal._report_sections(), audit_internal._report_frameworks(), audit.report(text, timestamptz, timestamptz),
+                       audit_internal._html(text), audit.report_html(text, timestamptz, timestamptz)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit.report(text, timestamptz, timestamptz), audit.report_html(text, timestamptz, timestamptz)
     TO audit_reader;
@@ -1364,7 +1418,7 @@ GRANT EXECUTE ON FUNCTION audit.report(text, timestamptz, timestamptz), audit.re
 -- Elevated entry point (SECURITY DEFINER): readers and viewers may not insert into the log.
 -- It follows the rule of src/pg/elevate.rs, no code a caller controls runs in it: the path is
 -- pinned, every name qualified, the arguments are values (jsonb) that it only stores.
-CREATE FUNCTION audit._read_event(action text, arguments jsonb, row_count bigint) RETURNS void
+CREATE FUNCTION audit_internal._read_event(action text, arguments jsonb, row_count bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1375,10 +1429,10 @@ BEGIN
     IF action IS NULL OR action NOT IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
                                          'audit.explain_query', 'audit.read') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('audit._read_event(): %s is not a read of the log', coalesce(quote_literal(action), 'NULL')),
+            MESSAGE = format('audit_internal._read_event(): %s is not a read of the log', coalesce(quote_literal(action), 'NULL')),
             HINT = 'audit_ext records reads itself; record an application''s own events with audit.record().';
     END IF;
-    args := audit._read_arguments(coalesce(arguments, 'null'));
+    args := audit_internal._read_arguments(coalesce(arguments, 'null'));
     line := format('AUDIT: action=%s actor=%s rows=%s arguments=%s', action,
                    to_jsonb(coalesce(nullif(pg_catalog.current_setting('audit_ext.context_actor', true), ''), session_user::text)),
                    coalesce(row_count::text, 'NULL'), coalesce(args::text, 'null'));
@@ -1386,30 +1440,40 @@ BEGIN
         RAISE LOG '% (not recorded: %)', line,
             CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
     ELSE
-        PERFORM audit._event(action, 'audit', CASE WHEN action = 'audit.read' THEN 'statement' ELSE 'function' END,
-                             CASE WHEN action = 'audit.read' THEN NULL ELSE action END, NULL, NULL,
-                             jsonb_build_object('arguments', args, 'rows', row_count));
+        -- A read must not fail because its event cannot be written: verify, which finds a
+        -- damaged log, would otherwise fail on it (a damaged chain head refuses new events).
+        -- The event is then a server-log line, and the caller gets a WARNING.
+        BEGIN
+            PERFORM audit_internal._event(action, 'audit', CASE WHEN action = 'audit.read' THEN 'statement' ELSE 'function' END,
+                                          CASE WHEN action = 'audit.read' THEN NULL ELSE action END, NULL, NULL,
+                                          jsonb_build_object('arguments', args, 'rows', row_count));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE LOG '% (not recorded: %)', line, SQLERRM;
+            RAISE WARNING 'audit_ext: this read of the log could not be recorded: %', SQLERRM
+                USING HINT = 'It is in the server log instead. Run audit.verify() if the log may be damaged.';
+            RETURN;
+        END;
         -- the line reaches the server log if this event rolls back (src/reads.rs)
-        PERFORM audit._read_unless_committed(line);
+        PERFORM audit_internal._read_unless_committed(line);
     END IF;
 END
 $$;
 
-CREATE FUNCTION audit."_read_unless_committed"(
+CREATE FUNCTION audit_internal."_read_unless_committed"(
 	"line" TEXT /* & str */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE 
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'read_unless_committed_wrapper';
-CREATE FUNCTION audit."_read_arguments"(
+CREATE FUNCTION audit_internal."_read_arguments"(
 	"arguments" jsonb /* JsonB */
 ) RETURNS jsonb /* JsonB */
 STRICT STABLE PARALLEL SAFE 
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'read_arguments_wrapper';
-CREATE FUNCTION audit."_verify_range"(
+CREATE FUNCTION audit_internal."_verify_range"(
 	"from_id" bigint, /* Option < i64 > */
 	"to_id" bigint /* Option < i64 > */
 ) RETURNS TABLE (
@@ -1449,7 +1513,7 @@ BEGIN
             MESSAGE = format('audit.search(): limit_rows must be between 1 and 100000, not %s', coalesce(limit_rows::text, 'NULL')),
             HINT = 'Page through larger results with after_id.';
     END IF;
-    t := audit._translate(query);
+    t := audit_internal._translate(query);
     -- t[1] is built by the translator from column names, operators and $1[n] only; the
     -- values are t[2:], passed as the parameter array $1. One row more than the limit tells
     -- whether the limit cut the result, which a NOTICE then says (the default of 100 would
@@ -1469,7 +1533,7 @@ BEGIN
     END LOOP;
     -- the rows reach the caller when this returns (a PL/pgSQL set is kept until then): the
     -- read is recorded before anything of it is seen
-    PERFORM audit._read_event('audit.search',
+    PERFORM audit_internal._read_event('audit.search',
                               jsonb_build_object('query', query, 'limit_rows', limit_rows, 'after_id', after_id),
                               least(n, limit_rows));
 END
@@ -1478,7 +1542,7 @@ COMMENT ON FUNCTION audit.search IS 'Events matching a query (docs/query-languag
 
 -- The versions of one row, oldest first (what audit.row_history returns, unrecorded).
 -- Served by the (object_id, at) index.
-CREATE FUNCTION audit._row_history(tbl regclass, pk text)
+CREATE FUNCTION audit_internal._row_history(tbl regclass, pk text)
 RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
                old jsonb, new jsonb, diff jsonb)
     LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -1494,7 +1558,7 @@ $$;
 
 -- A key given as jsonb (a scalar, an array in key order, or an object {"column": value, ...})
 -- as the object_id text of captured events (one key column: its value; several: a JSON array).
-CREATE FUNCTION audit._row_key(tbl regclass, pk jsonb) RETURNS text
+CREATE FUNCTION audit_internal._row_key(tbl regclass, pk jsonb) RETURNS text
     LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE jsonb_typeof(pk)
@@ -1502,12 +1566,12 @@ AS $$
             WHEN 'object' THEN (
                 SELECT CASE WHEN cardinality(k.cols) = 1 THEN pk ->> k.cols[1]
                             ELSE (SELECT jsonb_agg(pk -> c ORDER BY o) FROM unnest(k.cols) WITH ORDINALITY u(c, o))::text END
-                FROM (SELECT audit._key_columns(tbl) AS cols) k)
+                FROM (SELECT audit_internal._key_columns(tbl) AS cols) k)
             ELSE pk #>> '{}' END
 $$;
 
 -- The versions of one row, oldest first. pk: the object_id text (one key column: its value;
--- several: a JSON array of the values), or jsonb (audit._row_key). Each call is recorded as an
+-- several: a JSON array of the values), or jsonb (audit_internal._row_key). Each call is recorded as an
 -- audit.row_history event with the table, the key and the rows returned (sql/reads.sql).
 CREATE OR REPLACE FUNCTION audit.row_history(tbl regclass, pk text)
 RETURNS TABLE (id bigint, at timestamptz, action text, actor text, txid bigint,
@@ -1518,9 +1582,9 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    RETURN QUERY SELECT * FROM audit._row_history(tbl, pk);
+    RETURN QUERY SELECT * FROM audit_internal._row_history(tbl, pk);
     GET DIAGNOSTICS n = ROW_COUNT;
-    PERFORM audit._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
+    PERFORM audit_internal._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
 END
 $$;
 
@@ -1533,17 +1597,695 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    RETURN QUERY SELECT * FROM audit._row_history(tbl, audit._row_key(tbl, pk));
+    RETURN QUERY SELECT * FROM audit_internal._row_history(tbl, audit_internal._row_key(tbl, pk));
     GET DIAGNOSTICS n = ROW_COUNT;
-    PERFORM audit._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
+    PERFORM audit_internal._read_event('audit.row_history', jsonb_build_object('table', tbl::text, 'pk', pk), n);
 END
 $$;
 COMMENT ON FUNCTION audit.row_history(regclass, text) IS 'The captured versions of one row, oldest first.';
 COMMENT ON FUNCTION audit.row_history(regclass, jsonb) IS 'The captured versions of one row, oldest first.';
 
-REVOKE ALL ON FUNCTION audit._read_event(text, jsonb, bigint), audit._verify_range(bigint, bigint),
-                       audit._read_unless_committed(text), audit._read_arguments(jsonb),
-                       audit._row_history(regclass, text), audit._row_key(regclass, jsonb)
+REVOKE ALL ON FUNCTION audit_internal._read_event(text, jsonb, bigint), audit_internal._verify_range(bigint, bigint),
+                       audit_internal._read_unless_committed(text), audit_internal._read_arguments(jsonb),
+                       audit_internal._row_history(regclass, text), audit_internal._row_key(regclass, jsonb)
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION audit._read_event(text, jsonb, bigint) TO audit_reader, audit_viewer;
-GRANT EXECUTE ON FUNCTION audit._row_history(regclass, text), audit._row_key(regclass, jsonb) TO audit_reader, audit_viewer;
+GRANT EXECUTE ON FUNCTION audit_internal._read_event(text, jsonb, bigint) TO audit_reader, audit_viewer;
+GRANT EXECUTE ON FUNCTION audit_internal._row_history(regclass, text), audit_internal._row_key(regclass, jsonb) TO audit_reader, audit_viewer;
+
+-- The functions of 0.1.0 whose bodies name the helpers that moved (the others are replaced
+-- above), as sql/ has them now.
+-- (sql/retention/tiers.sql)
+CREATE OR REPLACE FUNCTION audit_internal._apply_tiers() RETURNS TABLE (partition text, tablespace name)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
+    SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    p record;
+    i record;
+BEGIN
+    PERFORM audit_internal._begin_maintenance();
+    FOR p IN
+        SELECT pt.name, c.oid AS rel, tgt.tablespace AS target
+        FROM audit.partitions pt
+        JOIN pg_class c ON c.relname = pt.name AND c.relnamespace = 'audit'::regnamespace
+        CROSS JOIN LATERAL (SELECT t.tablespace FROM audit.tiers t
+                            WHERE pt.to_at <= now() - t.older_than
+                            ORDER BY t.older_than DESC LIMIT 1) tgt
+        WHERE pt.dropped_at IS NULL
+          AND tgt.tablespace IS DISTINCT FROM (SELECT s.spcname FROM pg_tablespace s WHERE s.oid = c.reltablespace)
+        ORDER BY pt.from_at
+    LOOP
+        EXECUTE format('ALTER TABLE audit.%I SET TABLESPACE %I', p.name, p.target);
+        FOR i IN SELECT x.indexrelid::regclass AS idx FROM pg_index x WHERE x.indrelid = p.rel LOOP
+            EXECUTE format('ALTER INDEX %s SET TABLESPACE %I', i.idx, p.target);
+        END LOOP;
+        partition := p.name;
+        tablespace := p.target;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- (sql/capture/rows.sql)
+CREATE OR REPLACE FUNCTION audit_internal._capture_problem(tbl regclass, whole boolean DEFAULT true) RETURNS text
+    LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT format('the capture trigger for %s on %s is %s', op, m.relid,
+                       CASE WHEN tg.oid IS NULL THEN 'missing'
+                            WHEN tg.tgfoid <> 'audit_internal.capture_rows()'::regprocedure THEN 'not audit_internal.capture_rows()'
+                            WHEN tg.tgenabled = 'D' THEN 'disabled'
+                            ELSE 'not enabled ALWAYS' END)
+         FROM audit.tracked t CROSS JOIN unnest(t.operations) op
+         CROSS JOIN audit_internal._tree(t.tbl) m
+         LEFT JOIN pg_trigger tg ON tg.tgrelid = m.relid AND tg.tgname = 'audit_ext_capture_' || op
+         WHERE t.tbl = audit_internal._root($1) AND ($2 OR m.relid = $1)
+           AND (tg.oid IS NULL OR tg.tgenabled <> 'A' OR tg.tgfoid <> 'audit_internal.capture_rows()'::regprocedure)
+         ORDER BY op, m.relid LIMIT 1),
+        (SELECT format('column %I is %s but no longer exists', col, kind)
+         FROM audit.tracked t,
+              LATERAL (SELECT c, 'excluded' FROM unnest(t.exclude_columns) c
+                       UNION ALL SELECT c, 'masked' FROM unnest(t.mask_columns) c) m(col, kind)
+         WHERE t.tbl = audit_internal._root($1)
+           AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = m.col
+                           AND a.attnum > 0 AND NOT a.attisdropped)
+         ORDER BY kind, col LIMIT 1),
+        (SELECT format('masked column %I is a key column: object_id would hold it in clear', c)
+         FROM audit.tracked t CROSS JOIN unnest(t.mask_columns) c
+         WHERE t.tbl = audit_internal._root($1) AND c = ANY (coalesce(audit_internal._key_columns(t.tbl), '{}'))
+         ORDER BY c LIMIT 1))
+$$;
+
+-- (sql/capture/rows.sql)
+CREATE OR REPLACE FUNCTION audit_internal._create_capture_triggers(rel regclass, t audit.tracked) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    op text;
+    r record;
+    made text[] := '{}';
+BEGIN
+    SELECT n.nspname, c.relname INTO r FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = rel;
+    FOREACH op IN ARRAY t.operations LOOP
+        -- a trigger of the reserved name that is not ours (made on a table before it became a
+        -- partition of a tracked table, say) is replaced, never taken for ours
+        IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'audit_ext_capture_' || op
+                   AND tgfoid <> 'audit_internal.capture_rows()'::regprocedure) THEN
+            EXECUTE format('DROP TRIGGER %I ON %I.%I', 'audit_ext_capture_' || op, r.nspname, r.relname);
+        END IF;
+        CONTINUE WHEN EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'audit_ext_capture_' || op);
+        made := made || op;
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %I.%I %s FOR EACH STATEMENT '
+                       'EXECUTE FUNCTION audit_internal.capture_rows(%L, %L, %L)',
+                       'audit_ext_capture_' || op, upper(op), r.nspname, r.relname,
+                       CASE op WHEN 'insert' THEN 'REFERENCING NEW TABLE AS audit_new'
+                               WHEN 'update' THEN 'REFERENCING OLD TABLE AS audit_old NEW TABLE AS audit_new'
+                               WHEN 'delete' THEN 'REFERENCING OLD TABLE AS audit_old'
+                               ELSE '' END,
+                       to_jsonb(t.exclude_columns)::text, to_jsonb(t.mask_columns)::text,
+                       t.skip_unchanged::text);
+    END LOOP;
+    -- ALWAYS: a session with session_replication_role = replica must not write unrecorded
+    -- (one ALTER for all those made here, so that the guard sees the triggers complete; never
+    -- for existing ones: the ALTER's own event trigger comes back here through
+    -- audit_internal._sync_capture(), and a trigger someone disabled is the guard's to refuse)
+    IF cardinality(made) > 0 THEN
+        EXECUTE format('ALTER TABLE %I.%I %s', r.nspname, r.relname,
+                       (SELECT string_agg(format('ENABLE ALWAYS TRIGGER %I', 'audit_ext_capture_' || o.o), ', ')
+                        FROM unnest(made) o(o)));
+    END IF;
+END
+$$;
+
+-- (sql/retention/partitions.sql)
+CREATE OR REPLACE FUNCTION audit_internal._default_ahead() RETURNS interval
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE audit_internal._partition_period() WHEN 'month' THEN interval '3 months'
+                                          WHEN 'week' THEN interval '4 weeks'
+                                          ELSE interval '7 days' END
+$$;
+
+-- (sql/capture/rows.sql)
+CREATE OR REPLACE FUNCTION audit_internal._drop_capture_triggers(tbl regclass) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT tg.tgname, n.nspname, c.relname FROM pg_trigger tg
+             JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE tg.tgrelid IN (SELECT relid FROM audit_internal._tree(tbl))
+               AND tg.tgname LIKE 'audit\_ext\_capture\_%' LOOP
+        EXECUTE format('DROP TRIGGER %I ON %I.%I', t.tgname, t.nspname, t.relname);
+    END LOOP;
+END
+$$;
+
+-- (sql/retention/partitions.sql)
+CREATE OR REPLACE FUNCTION audit_internal._free_range(cls integer, t timestamptz, period text, OUT lo timestamptz, OUT hi timestamptz)
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT greatest(audit_internal._period_start(t, period),
+                    (SELECT max(p.to_at) FROM audit.partitions p
+                     WHERE p.class = cls AND p.dropped_at IS NULL AND p.to_at <= t)),
+           least(audit_internal._period_start(t, period) + ('1 ' || period)::interval,
+                 (SELECT min(p.from_at) FROM audit.partitions p
+                  WHERE p.class = cls AND p.dropped_at IS NULL AND p.from_at > t))
+    WHERE NOT EXISTS (SELECT FROM audit.partitions p
+                      WHERE p.class = cls AND p.dropped_at IS NULL AND p.from_at <= t AND t < p.to_at)
+$$;
+
+-- (sql/guards.sql)
+CREATE OR REPLACE FUNCTION audit_internal._guard_command(cmd_tag text, classid oid, objid oid, in_ext boolean) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel oid;
+    problem text;
+BEGIN
+    -- the extension's script, and audit_ext's own partition upkeep and retention (a backend
+    -- state only audit_ext's own functions enter, src/chain.rs; a C call, so that it loads the
+    -- library)
+    IF in_ext OR audit_internal._in_maintenance() THEN
+        RETURN;
+    END IF;
+    rel := CASE classid
+        WHEN 'pg_class'::regclass THEN objid
+        WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = objid)
+        WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = objid)
+        WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = objid)
+    END;
+    -- A restore (audit_ext.restore, superuser-only) recreates and attaches the partitions.
+    IF rel = 'audit.events'::regclass AND NOT audit_internal._restoring() AND cmd_tag IN ('ALTER TABLE',
+            'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('audit.events is protected by audit_ext: %s on it is not allowed', cmd_tag),
+            HINT = CASE WHEN cmd_tag = 'ALTER TABLE'
+                        THEN 'Its columns, triggers and partitions guarantee the chain; partitions come from audit.ensure_partitions() and leave through audit.apply_retention().'
+                        ELSE 'Its columns, triggers and rules guarantee the chain; they change only with a new version of audit_ext.' END;
+    END IF;
+    -- audit_ext's functions are its guards (a C trigger replaced by a no-op would silence
+    -- them), and triggers, rules and policies on its tables would change what they do
+    IF classid = 'pg_proc'::regclass AND cmd_tag IN ('CREATE FUNCTION', 'ALTER FUNCTION', 'CREATE PROCEDURE', 'ALTER PROCEDURE')
+       AND (SELECT p.pronamespace FROM pg_proc p WHERE p.oid = objid) IN ('audit'::regnamespace, 'audit_internal'::regnamespace) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('schema %s belongs to audit_ext: %s of %s is not allowed',
+                             (SELECT p.pronamespace::regnamespace FROM pg_proc p WHERE p.oid = objid), cmd_tag, objid::regprocedure),
+            HINT = 'audit_ext''s functions are part of its guards; create your own functions in another schema.';
+    END IF;
+    IF cmd_tag IN ('CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY')
+       AND NOT audit_internal._restoring()
+       AND (SELECT c.relnamespace FROM pg_class c WHERE c.oid = rel) = 'audit'::regnamespace THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s belongs to audit_ext: %s on it is not allowed', rel::regclass, cmd_tag),
+            HINT = 'audit_ext''s tables are changed only through its functions.';
+    END IF;
+    -- the capture triggers' names are reserved: a trigger of that name that is not
+    -- audit_internal.capture_rows() would pass for capture
+    IF classid = 'pg_trigger'::regclass AND cmd_tag IN ('CREATE TRIGGER', 'ALTER TRIGGER')
+       AND EXISTS (SELECT FROM pg_trigger tg WHERE tg.oid = objid AND tg.tgname LIKE 'audit\_ext\_capture\_%'
+                   AND tg.tgfoid <> 'audit_internal.capture_rows()'::regprocedure) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('trigger names audit_ext_capture_* are reserved for audit_ext''s capture (on %s)', rel::regclass),
+            HINT = 'Name your trigger otherwise; audit.track() installs the capture triggers.';
+    END IF;
+    IF NOT audit_internal._restoring() AND cmd_tag IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER',
+            'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY')
+       AND EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = rel AND i.inhparent = 'audit.events'::regclass) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s is a partition of audit.events, protected by audit_ext: %s on it is not allowed',
+                             rel::regclass, cmd_tag),
+            HINT = 'Partitions are created by audit_ext itself (audit.ensure_partitions()), moved by audit.set_tier() and removed only by audit.apply_retention().';
+    END IF;
+    IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER') AND NOT audit_internal._restoring()
+       AND EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = audit_internal._root(rel)) THEN
+        problem := audit_internal._capture_problem(rel::regclass, false);
+        IF problem LIKE 'column%' THEN
+            RAISE EXCEPTION USING ERRCODE = '2BP01',
+                MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
+                HINT = 'Call audit.track() again without that column first, then change the table.';
+        ELSIF problem LIKE 'masked column%' THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
+                HINT = 'Call audit.track() again without that column in mask_columns first, then change the key.';
+        ELSIF problem IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
+                HINT = 'Stop capture with audit.untrack(), which is itself recorded.';
+        END IF;
+    END IF;
+END
+$$;
+
+-- (sql/capture/rows.sql)
+CREATE OR REPLACE FUNCTION audit_internal._sync_capture() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t audit.tracked;
+    m record;
+BEGIN
+    FOR t IN SELECT * FROM audit.tracked LOOP
+        FOR m IN SELECT p.relid FROM audit_internal._tree(t.tbl) p WHERE p.relid <> t.tbl LOOP
+            PERFORM audit_internal._create_capture_triggers(m.relid, t);
+        END LOOP;
+    END LOOP;
+    FOR m IN SELECT DISTINCT tg.tgrelid FROM pg_trigger tg
+             WHERE tg.tgname LIKE 'audit\_ext\_capture\_%'
+               AND NOT EXISTS (SELECT FROM audit.tracked tr WHERE tr.tbl = audit_internal._root(tg.tgrelid)) LOOP
+        PERFORM audit_internal._drop_capture_triggers(m.tgrelid);
+    END LOOP;
+END
+$$;
+
+-- (sql/capture/rows.sql)
+CREATE OR REPLACE FUNCTION audit_internal._track(
+    tbl             regclass,
+    exclude_columns text[],
+    mask_columns    text[],
+    operations      text[],
+    skip_unchanged  boolean
+) RETURNS void
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    qname text;
+    prev audit.tracked;
+    cur audit.tracked;
+    m record;
+    ops text[];
+    bad text;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.track(): tbl is NULL',
+            HINT = 'Name the table, e.g. audit.track(''public.orders'').';
+    END IF;
+    IF array_position(exclude_columns, NULL) IS NOT NULL OR array_position(mask_columns, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'audit.track(): a column name is NULL',
+            HINT = 'Name every column exactly, e.g. exclude_columns => ARRAY[''password_hash''].';
+    END IF;
+    exclude_columns := coalesce(exclude_columns, '{}');
+    mask_columns := coalesce(mask_columns, '{}');
+    skip_unchanged := coalesce(skip_unchanged, true);
+    SELECT c.relkind, c.relispartition, c.relpersistence, n.nspname, c.relname INTO r
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    qname := format('%I.%I', r.nspname, r.relname);
+    IF r.nspname = 'audit' THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = format('audit.track(): %s belongs to audit_ext', qname),
+            HINT = 'audit_ext''s own tables are protected and need no capture.';
+    ELSIF r.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION USING ERRCODE = '42809', MESSAGE = format('audit.track(): %s is not a table', qname),
+            HINT = 'Track tables or partitioned tables; views, foreign tables and materialized views have no row changes to capture.';
+    ELSIF r.relispartition THEN
+        RAISE EXCEPTION USING ERRCODE = '42809',
+            MESSAGE = format('audit.track(): %s is a partition of %s', qname, audit_internal._root(tbl)),
+            HINT = 'Track the partitioned table: changes to every partition are captured there.';
+    ELSIF r.relpersistence = 't' THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = format('audit.track(): %I is a temporary table', r.relname),
+            HINT = 'Temporary tables are private to one session and cannot be tracked.';
+    END IF;
+    SELECT array_agg(DISTINCT o ORDER BY o) INTO ops FROM unnest(operations) o;
+    SELECT string_agg(coalesce(quote_literal(o), 'NULL'), ', ') INTO bad
+    FROM unnest(ops) o WHERE o IS NULL OR o NOT IN ('insert', 'update', 'delete', 'truncate');
+    IF bad IS NOT NULL OR coalesce(cardinality(ops), 0) = 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit.track(): invalid operations: %s', coalesce(bad, 'none given')),
+            HINT = 'Pass a non-empty subset of {insert,update,delete,truncate}.';
+    END IF;
+    SELECT string_agg(quote_ident(c), ', ') INTO bad
+    FROM unnest(exclude_columns || mask_columns) c
+    WHERE c IS NULL OR NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = c
+                                   AND a.attnum > 0 AND NOT a.attisdropped);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42703', MESSAGE = format('audit.track(): %s has no column %s', qname, bad),
+            HINT = 'Name columns exactly as they are spelled in the table (case matters).';
+    END IF;
+    SELECT string_agg(quote_ident(c), ', ') INTO bad FROM unnest(mask_columns) c WHERE c = ANY (exclude_columns);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('audit.track(): column %s is both excluded and masked', bad),
+            HINT = 'Exclude a column to leave it out, or mask it to keep a keyed hash of it; not both.';
+    END IF;
+    SELECT string_agg(quote_ident(c), ', ') INTO bad FROM unnest(mask_columns) c WHERE c = ANY (audit_internal._key_columns(tbl));
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('audit.track(): cannot mask %s: it identifies the rows (object_id) of %s', bad, qname),
+            HINT = 'object_id would reveal it. Leave key columns unmasked.';
+    END IF;
+
+    -- Out of the tracked list first: the drop guard (audit_internal.capture_ddl_drop) then lets the
+    -- old triggers go.
+    DELETE FROM audit.tracked t WHERE t.tbl = _track.tbl RETURNING * INTO prev;
+    PERFORM audit_internal._drop_capture_triggers(tbl);
+    INSERT INTO audit.tracked (tbl, exclude_columns, mask_columns, operations, skip_unchanged)
+    VALUES (tbl, exclude_columns, mask_columns, ops, skip_unchanged) RETURNING * INTO cur;
+    FOR m IN SELECT p.relid FROM audit_internal._tree(tbl) p LOOP
+        PERFORM audit_internal._create_capture_triggers(m.relid, cur);
+    END LOOP;
+    PERFORM audit_internal._event('capture.track', 'capture', 'table', NULL, qname,
+            CASE WHEN prev.tbl IS NOT NULL THEN jsonb_build_object(
+                'operations', prev.operations, 'exclude_columns', prev.exclude_columns,
+                'mask_columns', prev.mask_columns, 'skip_unchanged', prev.skip_unchanged) END,
+            jsonb_build_object('operations', ops, 'exclude_columns', exclude_columns,
+                               'mask_columns', mask_columns, 'skip_unchanged', skip_unchanged));
+END
+$$;
+
+-- (sql/capture/ddl.sql)
+CREATE OR REPLACE FUNCTION audit_internal.capture_ddl_command() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+BEGIN
+    -- new, attached or detached partitions of tracked tables get (or lose) their capture
+    -- triggers first, so that the guard below sees the tree as capture leaves it
+    IF EXISTS (SELECT FROM audit.tracked) AND NOT audit_internal._restoring()
+       AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE command_tag IN ('CREATE TABLE', 'ALTER TABLE')) THEN
+        PERFORM audit_internal._sync_capture();
+    END IF;
+    FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        PERFORM audit_internal._guard_command(c.command_tag, c.classid, c.objid, c.in_extension);
+    END LOOP;
+    IF NOT audit_internal.capture_ddl_enabled() THEN
+        RETURN;
+    END IF;
+    -- Never silent: maintenance leaves out only audit_ext's own partition work in schema audit.
+    FOR c IN SELECT * FROM pg_event_trigger_ddl_commands()
+             WHERE NOT in_extension AND coalesce(schema_name, '') NOT LIKE 'pg\_temp%'
+               AND NOT (schema_name = 'audit' AND audit_internal._in_maintenance())
+               -- audit.track() and untrack() record themselves as capture.* events
+               AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
+        PERFORM audit_internal._event(
+            CASE WHEN c.command_tag IN ('GRANT', 'REVOKE') THEN 'permission.' || lower(c.command_tag)
+                 ELSE 'ddl.' || lower(replace(c.command_tag, ' ', '_')) END,
+            'ddl',
+            lower(c.object_type),
+            c.object_identity,
+            c.object_identity,
+            NULL,
+            jsonb_strip_nulls(jsonb_build_object(
+                'command_tag', c.command_tag,
+                'object_type', lower(c.object_type),
+                'schema', c.schema_name,
+                'identity', c.object_identity,
+                -- columns of tables, views and the like, as they are after the command
+                'columns', CASE WHEN c.classid = 'pg_catalog.pg_class'::regclass THEN (
+                    SELECT jsonb_agg(jsonb_build_object('name', a.attname,
+                                                        'type', format_type(a.atttypid, a.atttypmod),
+                                                        'not_null', a.attnotnull) ORDER BY a.attnum)
+                    FROM pg_attribute a
+                    WHERE a.attrelid = c.objid AND a.attnum > 0 AND NOT a.attisdropped) END,
+                -- the statement, except where it may carry credentials
+                'statement', CASE WHEN c.command_tag LIKE '%USER MAPPING%' THEN NULL
+                                  ELSE current_query() END)));
+    END LOOP;
+END
+$$;
+
+-- (sql/capture/ddl.sql)
+CREATE OR REPLACE FUNCTION audit_internal.capture_ddl_drop() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    t audit.tracked;
+BEGIN
+    -- DROP EXTENSION audit_ext removes the log itself: nothing left to record into.
+    IF to_regclass('audit.events') IS NULL THEN
+        RETURN;
+    END IF;
+    -- Partitions of audit.events leave only through audit.apply_retention().
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
+             WHERE object_type = 'table' AND schema_name = 'audit' AND NOT audit_internal._in_maintenance()
+               AND (object_name = 'events_default'
+                    OR EXISTS (SELECT FROM audit.partitions p WHERE p.name = object_name)) LOOP
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('%s is a partition of audit.events and cannot be dropped', d.object_identity),
+            HINT = 'Old events leave only through audit.apply_retention(), which records what it drops and keeps every chain verifiable.';
+    END LOOP;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
+             WHERE original AND object_type IN ('trigger', 'rule', 'policy') AND NOT audit_internal._in_maintenance() LOOP
+        -- address_names of a trigger, rule or policy: {schema, table, name}
+        IF (d.address_names[1] = 'audit' AND (d.address_names[2] = 'events'
+                OR EXISTS (SELECT FROM audit.partitions p WHERE p.name = d.address_names[2])))
+           OR (d.object_type = 'trigger' AND d.address_names[3] LIKE 'audit\_ext\_capture\_%'
+               AND EXISTS (SELECT FROM audit.tracked tr
+                           WHERE tr.tbl = audit_internal._root(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))))) THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('%s is protected by audit_ext and cannot be dropped', d.object_identity),
+                HINT = CASE WHEN d.address_names[1] = 'audit' THEN 'The guards of audit.events change only with the extension.'
+                            ELSE 'Stop capture with audit.untrack(), which is itself recorded.' END;
+        END IF;
+    END LOOP;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
+        DELETE FROM audit.tracked tr WHERE tr.tbl = d.objid RETURNING * INTO t;
+        IF t.tbl IS NOT NULL THEN
+            PERFORM audit_internal._event('capture.untrack', 'capture', 'table', NULL, d.object_identity,
+                                 jsonb_build_object('operations', t.operations, 'exclude_columns', t.exclude_columns,
+                                                    'mask_columns', t.mask_columns, 'skip_unchanged', t.skip_unchanged),
+                                 NULL, 'the tracked table was dropped');
+        END IF;
+    END LOOP;
+    IF NOT audit_internal.capture_ddl_enabled() THEN
+        RETURN;
+    END IF;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects()
+             WHERE original AND NOT is_temporary
+               AND NOT (schema_name = 'audit' AND audit_internal._in_maintenance())
+               AND NOT (object_type = 'trigger' AND object_identity LIKE 'audit\_ext\_capture\_% on %') LOOP
+        PERFORM audit_internal._event('ddl.drop_' || replace(d.object_type, ' ', '_'), 'ddl', d.object_type,
+                             d.object_identity, d.object_identity,
+                             jsonb_strip_nulls(jsonb_build_object(
+                                 'object_type', d.object_type, 'schema', d.schema_name,
+                                 'identity', d.object_identity, 'statement', current_query())));
+    END LOOP;
+END
+$$;
+
+-- (sql/diff.sql)
+CREATE OR REPLACE FUNCTION audit.diff_rows(old jsonb, new jsonb)
+RETURNS TABLE (path text, change text, old_value jsonb, new_value jsonb)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT * FROM audit_internal._diff_rows(audit_internal._depth_checked(old), audit_internal._depth_checked(new)) $$;
+
+-- (sql/alerts.sql)
+CREATE OR REPLACE FUNCTION audit.drop_alert(name text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r audit.alert_rules;
+BEGIN
+    DELETE FROM audit.alert_rules a WHERE a.name = drop_alert.name RETURNING * INTO r;
+    IF r.name IS NULL THEN
+        RAISE NOTICE 'audit.drop_alert(): no alert %', name;
+        RETURN false;
+    END IF;
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('alert.drop', 'alert', 'alert', name, name, to_jsonb(r) - 'created_at');
+    RETURN true;
+END
+$$;
+
+-- (sql/alerts.sql)
+CREATE OR REPLACE FUNCTION audit.enable_alert(name text, "on" boolean) RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE audit.alert_rules a SET enabled = "on" WHERE a.name = enable_alert.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('alert %L does not exist', name),
+            HINT = 'See audit.alerts for the existing alerts.';
+    END IF;
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event(CASE WHEN "on" THEN 'alert.enable' ELSE 'alert.disable' END, 'alert', 'alert',
+                         name, name, NULL, jsonb_build_object('enabled', "on"));
+END
+$$;
+
+-- (sql/retention/partitions.sql)
+CREATE OR REPLACE FUNCTION audit.ensure_partitions(ahead interval DEFAULT interval '3 months')
+RETURNS TABLE (partition text, retention_class integer, from_at timestamptz, to_at timestamptz)
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
+    SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    step interval := ('1 ' || audit_internal._partition_period())::interval;
+    created text[];
+BEGIN
+    IF ahead < interval '0' OR now() + ahead > now() + 400 * step THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('ahead %s is out of range: it must be between 0 and 400 partition periods', ahead),
+            HINT = 'Partitions are created as they are needed; pre-create a few periods, e.g. interval ''3 months''.';
+    END IF;
+    created := ARRAY(SELECT audit_internal._ensure_partitions(ahead, settle => true));
+    PERFORM audit_internal._end_maintenance();
+    -- a statement of its own: its snapshot sees the partitions just registered
+    RETURN QUERY
+        SELECT p.name, p.class, p.from_at, p.to_at FROM audit.partitions p
+        WHERE p.name = ANY (created) ORDER BY p.class, p.from_at;
+END
+$$;
+
+-- (sql/retention/policies.sql)
+CREATE OR REPLACE FUNCTION audit.set_retention(keep interval, action_pattern text DEFAULT '*')
+RETURNS TABLE (pattern text, kept_for interval, retention_class integer)
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
+AS $$
+DECLARE
+    k interval := CASE WHEN keep IS NULL OR keep = interval '0' THEN NULL ELSE keep END;
+    prev audit.retention;
+    cls integer;
+BEGIN
+    IF action_pattern IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'action_pattern must not be NULL',
+            HINT = 'Use ''*'' for the default policy, or a pattern such as ''authentication.*''.';
+    END IF;
+    PERFORM audit_internal._check_pattern(action_pattern);
+    PERFORM audit_internal._begin_maintenance();
+    IF k < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('keep %s is negative', keep),
+            HINT = 'Give how long events are kept, e.g. interval ''90 days''; ''0'' or NULL keeps them forever.';
+    END IF;
+    SELECT * INTO prev FROM audit.retention r WHERE r.pattern = action_pattern FOR UPDATE;
+    IF FOUND THEN
+        cls := prev.class;
+        UPDATE audit.retention r SET keep = k, set_at = now(), set_by = session_user WHERE r.class = cls;
+    ELSE
+        -- one writer at a time numbers the classes
+        LOCK TABLE audit.retention IN SHARE ROW EXCLUSIVE MODE;
+        SELECT coalesce(max(r.class), 0) + 1 INTO cls FROM audit.retention r;
+        INSERT INTO audit.retention (class, pattern, keep) VALUES (cls, action_pattern, k);
+        -- The class's partitions, committed with the class itself: no writer can file an
+        -- event under it before they exist, so none lands in the default partition.
+        PERFORM audit_internal._ensure_partitions(audit_internal._default_ahead());
+    END IF;
+    PERFORM audit_internal._retention_changed();
+    PERFORM audit_internal._event('retention.set', 'retention', 'retention_policy', action_pattern, action_pattern,
+            CASE WHEN prev.class IS NOT NULL THEN jsonb_build_object('keep', coalesce(prev.keep::text, 'forever')) END,
+            jsonb_build_object('keep', coalesce(k::text, 'forever'), 'retention_class', cls));
+    PERFORM audit_internal._end_maintenance();
+    RETURN QUERY SELECT action_pattern, k, cls;
+END
+$$;
+
+-- (sql/retention/tiers.sql)
+CREATE OR REPLACE FUNCTION audit.set_tier(older_than interval, tablespace name)
+RETURNS TABLE (partition text, moved_to name)
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '2s'
+AS $$
+DECLARE
+    prev audit.tiers;
+    moved text[];
+    spaces name[];
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('older_than %s is not a positive interval', coalesce(older_than::text, 'NULL')),
+            HINT = 'Give the age from which partitions move, e.g. interval ''90 days''.';
+    END IF;
+    IF tablespace IS NOT NULL AND NOT EXISTS (SELECT FROM pg_tablespace s WHERE s.spcname = tablespace) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('tablespace %I does not exist', tablespace),
+            HINT = 'Create it first (CREATE TABLESPACE ... LOCATION ...), or pass NULL to remove this tier.';
+    END IF;
+    PERFORM audit_internal._begin_maintenance();
+    SELECT * INTO prev FROM audit.tiers t WHERE t.older_than = set_tier.older_than;
+    IF tablespace IS NULL THEN
+        DELETE FROM audit.tiers t WHERE t.older_than = set_tier.older_than;
+    ELSE
+        INSERT INTO audit.tiers AS t (older_than, tablespace) VALUES (set_tier.older_than, set_tier.tablespace)
+        ON CONFLICT ON CONSTRAINT tiers_pkey DO UPDATE SET tablespace = excluded.tablespace, set_at = now();
+    END IF;
+    -- the moves (ACCESS EXCLUSIVE on each partition moved) before the event; kept in a
+    -- variable, never a temporary table (a session's own temp table of that name, with a
+    -- trigger, would run as the definer)
+    SELECT array_agg(m.partition), array_agg(m.tablespace) INTO moved, spaces FROM audit_internal._apply_tiers() m;
+    PERFORM audit_internal._event('retention.tier', 'retention', 'tier', older_than::text, older_than::text,
+            CASE WHEN prev.older_than IS NOT NULL THEN jsonb_build_object('tablespace', prev.tablespace) END,
+            CASE WHEN tablespace IS NOT NULL THEN jsonb_build_object('tablespace', tablespace) END);
+    PERFORM audit_internal._end_maintenance();
+    RETURN QUERY SELECT m.p, m.s FROM unnest(moved, spaces) m(p, s);
+END
+$$;
+
+-- (sql/alerts.sql)
+CREATE OR REPLACE FUNCTION audit.stream(channel text, query text DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prev audit.streams;
+BEGIN
+    IF channel IS NULL OR octet_length(channel) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'audit.stream(): channel must be 1 to 63 bytes',
+            HINT = 'Listeners run LISTEN with this name.';
+    END IF;
+    PERFORM audit_internal._check_alert(query, NULL);
+    DELETE FROM audit.streams s WHERE s.channel = stream.channel RETURNING * INTO prev;
+    INSERT INTO audit.streams (channel, query) VALUES (channel, query);
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('stream.create', 'alert', 'stream', channel, channel,
+                         CASE WHEN prev.channel IS NOT NULL THEN jsonb_build_object('query', prev.query) END,
+                         jsonb_build_object('query', query));
+END
+$$;
+
+-- (sql/alerts.sql)
+CREATE OR REPLACE FUNCTION audit.unstream(channel text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prev audit.streams;
+BEGIN
+    DELETE FROM audit.streams s WHERE s.channel = unstream.channel RETURNING * INTO prev;
+    IF prev.channel IS NULL THEN
+        RAISE NOTICE 'audit.unstream(): no stream on channel %', channel;
+        RETURN false;
+    END IF;
+    PERFORM audit_internal._rules_changed();
+    PERFORM audit_internal._event('stream.drop', 'alert', 'stream', channel, channel, jsonb_build_object('query', prev.query));
+    RETURN true;
+END
+$$;
+-- (sql/diff.sql)
+CREATE OR REPLACE FUNCTION audit.diff(old jsonb, new jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT audit_internal._diff(audit_internal._depth_checked(old), audit_internal._depth_checked(new)) $$;
+
+-- (sql/capture/rows.sql)
+CREATE OR REPLACE FUNCTION audit.untrack(tbl regclass) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prev audit.tracked;
+BEGIN
+    DELETE FROM audit.tracked t WHERE t.tbl = untrack.tbl RETURNING * INTO prev;
+    IF prev.tbl IS NULL THEN
+        RAISE NOTICE 'audit.untrack(): % is not tracked', tbl;
+        RETURN false;
+    END IF;
+    PERFORM audit_internal._drop_capture_triggers(tbl);
+    PERFORM audit_internal._event('capture.untrack', 'capture', 'table', NULL, format('%I.%I', n.nspname, c.relname),
+                         jsonb_build_object('operations', prev.operations, 'exclude_columns', prev.exclude_columns,
+                                            'mask_columns', prev.mask_columns, 'skip_unchanged', prev.skip_unchanged))
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    RETURN true;
+END
+$$;
+
+-- The event triggers again, now that their functions name the helpers where they are.
+ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE ALWAYS;
+ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE ALWAYS;

@@ -59,7 +59,7 @@ ALTER SEQUENCE audit.events_id_seq OWNED BY audit.events.id;
 
 -- One partition per retention class and period (audit_ext.partition_period, UTC), named
 -- events_<class>_<yyyymmdd of its start>, created ahead of need by audit_ext itself
--- (src/retention/partitions.rs, audit._ensure_partitions). An event whose class and time have no
+-- (src/retention/partitions.rs, audit_internal._ensure_partitions). An event whose class and time have no
 -- partition yet lands here and is moved into its own partition when that is created.
 -- A partitioned table cannot have unique constraints without its partition key: id and
 -- (chain, seq) are unique by construction (one sequence, one chain tail), and verify reports
@@ -77,7 +77,7 @@ SELECT pg_catalog.pg_extension_config_dump('audit.events_id_seq', '');
 COMMENT ON TABLE audit.events IS
     'Append-only, SHA-256 hash-chained audit events (audit_ext). Check with audit.verify().';
 
--- The indexes are made per partition (audit._create_indexes in retention.sql), not on the
+-- The indexes are made per partition (audit_internal._create_indexes in retention.sql), not on the
 -- parent: a parent index would be re-created on each partition as pg_restore attaches it,
 -- and the dump's own CREATE INDEX of that partition would then fail.
 

@@ -23,9 +23,9 @@ CREATE FUNCTION audit.checkpoint() RETURNS jsonb
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cp jsonb := audit._checkpoint();
+    cp jsonb := audit_internal._checkpoint();
 BEGIN
-    PERFORM audit._event('audit.checkpoint', 'audit', 'checkpoint', cp ->> 'public_key', NULL, NULL, cp,
+    PERFORM audit_internal._event('audit.checkpoint', 'audit', 'checkpoint', cp ->> 'public_key', NULL, NULL, cp,
                          format('checkpoint of %s chain(s)', jsonb_array_length((cp ->> 'payload')::jsonb -> 'chains')));
     RETURN cp;
 END
@@ -42,9 +42,9 @@ CREATE FUNCTION audit.rotate_signing_key() RETURNS text
 AS $$
 DECLARE
     old text := audit.signing_key();
-    new text := audit._new_signing_key();
+    new text := audit_internal._new_signing_key();
 BEGIN
-    PERFORM audit._event('audit.key_rotated', 'audit', 'signing_key', new, NULL,
+    PERFORM audit_internal._event('audit.key_rotated', 'audit', 'signing_key', new, NULL,
                          jsonb_build_object('public_key', old), jsonb_build_object('public_key', new));
     RETURN new;
 END
@@ -52,4 +52,4 @@ $$;
 COMMENT ON FUNCTION audit.rotate_signing_key IS 'Replaces the checkpoint signing key (the old one stays, retired); returns the new public key.';
 
 -- The first key, made by CREATE EXTENSION.
-SELECT audit._new_signing_key();
+SELECT audit_internal._new_signing_key();

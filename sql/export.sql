@@ -2,7 +2,7 @@
 -- README "Export").
 
 -- One event as a line of kv, csv, cef or rfc5424.
-CREATE FUNCTION audit._export_line(format text, e audit.events) RETURNS text
+CREATE FUNCTION audit_internal._export_line(format text, e audit.events) RETURNS text
     LANGUAGE c STABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'audit_export_line';
 
@@ -33,22 +33,22 @@ BEGIN
             HINT = 'since is inclusive, until exclusive: pass since <= until.';
     END IF;
     IF query IS NOT NULL THEN
-        t := audit._translate(query);
+        t := audit_internal._translate(query);
     END IF;
-    header := audit._export_header(format);
+    header := audit_internal._export_header(format);
     IF header IS NOT NULL THEN
         RETURN NEXT header;
     END IF;
     -- t[1] is built by the translator from column names, operators and $1[n] only; the
     -- values are t[2:] (as in audit.search)
     RETURN QUERY EXECUTE
-        'SELECT ' || CASE WHEN format = 'jsonl' THEN 'audit.export_json(e)::text' ELSE 'audit._export_line($4, e)' END
+        'SELECT ' || CASE WHEN format = 'jsonl' THEN 'audit.export_json(e)::text' ELSE 'audit_internal._export_line($4, e)' END
         || ' FROM audit.events e WHERE (' || t[1] || ')'
            ' AND ($2::timestamptz IS NULL OR e.at >= $2) AND ($3::timestamptz IS NULL OR e.at < $3) ORDER BY e.id'
         USING t[2:], since, until, format;
     GET DIAGNOSTICS n = ROW_COUNT;
     -- recorded before the caller sees a line (the lines are kept until this returns)
-    PERFORM audit._read_event('audit.export',
+    PERFORM audit_internal._read_event('audit.export',
                               jsonb_build_object('format', format, 'query', query, 'since', since, 'until', until), n);
 END
 $$;

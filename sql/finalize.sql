@@ -11,11 +11,11 @@ BEGIN
         SELECT format('%s %s', CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass) AS obj,
                a.grantee
         FROM pg_catalog.pg_class c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
-        WHERE c.relnamespace = 'audit'::regnamespace AND a.grantee <> c.relowner
+        WHERE c.relnamespace IN ('audit'::regnamespace, 'audit_internal'::regnamespace) AND a.grantee <> c.relowner
         UNION
         SELECT format('FUNCTION %s', p.oid::regprocedure), a.grantee
         FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
-        WHERE p.pronamespace = 'audit'::regnamespace AND a.grantee <> p.proowner
+        WHERE p.pronamespace IN ('audit'::regnamespace, 'audit_internal'::regnamespace) AND a.grantee <> p.proowner
     LOOP
         EXECUTE format('REVOKE ALL ON %s FROM %s', r.obj,
                        CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END);
@@ -27,8 +27,11 @@ REVOKE ALL ON ALL TABLES IN SCHEMA audit FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA audit FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA audit FROM PUBLIC;
 REVOKE ALL ON SCHEMA audit FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA audit_internal FROM PUBLIC;
+REVOKE ALL ON SCHEMA audit_internal FROM PUBLIC;
 
-GRANT USAGE ON SCHEMA audit TO audit_writer, audit_reader, audit_admin, audit_viewer;
+COMMENT ON SCHEMA audit_internal IS 'audit_ext''s internal functions; call those of schema audit instead.';
+GRANT USAGE ON SCHEMA audit, audit_internal TO audit_writer, audit_reader, audit_admin, audit_viewer;
 
 -- Writers record; nothing else. audit.record is SECURITY DEFINER, so no INSERT grant.
 GRANT EXECUTE ON FUNCTION audit.record(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb),
@@ -41,40 +44,40 @@ GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), aud
                           audit.export_json(audit.events)
     TO audit_reader;
 -- the guards row of audit.verify() (sql/guards.sql), which runs as the reader
-GRANT EXECUTE ON FUNCTION audit._guard_problems(), audit._guard_triggers(), audit._guard_event_triggers(),
-                          audit._guard_policies()
+GRANT EXECUTE ON FUNCTION audit_internal._guard_problems(), audit_internal._guard_triggers(), audit_internal._guard_event_triggers(),
+                          audit_internal._guard_policies()
     TO audit_reader;
 
 GRANT SELECT ON audit.changes TO audit_reader;
 -- the auditor's views (sql/views.sql)
 GRANT SELECT ON audit.recent, audit.security_events, audit.my_changes TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit._visible_guard_problems() TO audit_reader, audit_viewer;
+GRANT EXECUTE ON FUNCTION audit_internal._visible_guard_problems() TO audit_reader, audit_viewer;
 GRANT EXECUTE ON FUNCTION audit.summary(timestamptz, timestamptz, text) TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
-                          audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb) TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit_internal._diff(jsonb, jsonb),
+                          audit_internal._diff_rows(jsonb, jsonb), audit_internal._depth_checked(jsonb) TO audit_reader;
 
 GRANT SELECT ON audit.tracked_tables TO audit_reader;
--- audit.verify() and audit.tracked_tables check capture as the reader (audit._capture_problem):
+-- audit.verify() and audit.tracked_tables check capture as the reader (audit_internal._capture_problem):
 -- which tables are tracked, and how, is no secret to an auditor
 GRANT SELECT ON audit.tracked TO audit_reader;
 -- audit.verify() compares audit_ext's settings with what the log says they were set to
 GRANT SELECT ON audit.retention, audit.alert_rules, audit.streams TO audit_reader;
 -- read-only helpers that audit.tracked_tables and audit.verify() call as the reader
-GRANT EXECUTE ON FUNCTION audit._capture_problem(regclass, boolean), audit._key_columns(regclass), audit._tree(regclass),
-                          audit._root(regclass)
+GRANT EXECUTE ON FUNCTION audit_internal._capture_problem(regclass, boolean), audit_internal._key_columns(regclass), audit_internal._tree(regclass),
+                          audit_internal._root(regclass)
     TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
-                          audit._row_history(regclass, text), audit._row_key(regclass, jsonb),
+                          audit_internal._row_history(regclass, text), audit_internal._row_key(regclass, jsonb),
                           audit.status()
     TO audit_reader;
 -- the reading functions record each call (sql/reads.sql) as the caller
-GRANT EXECUTE ON FUNCTION audit._read_event(text, jsonb, bigint) TO audit_reader, audit_viewer;
+GRANT EXECUTE ON FUNCTION audit_internal._read_event(text, jsonb, bigint) TO audit_reader, audit_viewer;
 
-GRANT EXECUTE ON FUNCTION audit.search(text, integer, bigint), audit._translate(text),
+GRANT EXECUTE ON FUNCTION audit.search(text, integer, bigint), audit_internal._translate(text),
                           audit.explain_query(text)
     TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
-                          audit._export_header(text)
+GRANT EXECUTE ON FUNCTION audit.export(text, text, timestamptz, timestamptz), audit_internal._export_line(text, audit.events),
+                          audit_internal._export_header(text)
     TO audit_reader;
 GRANT SELECT ON audit.alerts TO audit_reader;
 
@@ -108,19 +111,19 @@ GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO a
 -- Viewers (sql/visibility.sql) read events through the same functions and views as readers,
 -- and row level security shows them their own; no settings table, partition or guard detail.
 GRANT SELECT ON audit.events, audit.changes, audit.recent, audit.security_events, audit.my_changes TO audit_viewer;
-GRANT EXECUTE ON FUNCTION audit._visible_roles() TO audit_viewer;
+GRANT EXECUTE ON FUNCTION audit_internal._visible_roles() TO audit_viewer;
 GRANT SELECT ON audit._my_view_grants TO audit_viewer;
 GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.verify(jsonb),
                           audit.hash_event(audit.events), audit.export_json(audit.events), audit.signing_key(),
                           audit.summary(timestamptz, timestamptz, text),
-                          audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit._diff(jsonb, jsonb),
-                          audit._diff_rows(jsonb, jsonb), audit._depth_checked(jsonb),
-                          audit._key_columns(regclass), audit._tree(regclass), audit._root(regclass),
+                          audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit_internal._diff(jsonb, jsonb),
+                          audit_internal._diff_rows(jsonb, jsonb), audit_internal._depth_checked(jsonb),
+                          audit_internal._key_columns(regclass), audit_internal._tree(regclass), audit_internal._root(regclass),
                           audit.row_history(regclass, text), audit.row_history(regclass, jsonb),
-                          audit._row_history(regclass, text), audit._row_key(regclass, jsonb),
-                          audit.search(text, integer, bigint), audit._translate(text), audit.explain_query(text),
-                          audit.export(text, text, timestamptz, timestamptz), audit._export_line(text, audit.events),
-                          audit._export_header(text)
+                          audit_internal._row_history(regclass, text), audit_internal._row_key(regclass, jsonb),
+                          audit.search(text, integer, bigint), audit_internal._translate(text), audit.explain_query(text),
+                          audit.export(text, text, timestamptz, timestamptz), audit_internal._export_line(text, audit.events),
+                          audit_internal._export_header(text)
     TO audit_viewer;
 GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO audit_viewer;
 -- Compliance reports (sql/reports.sql): readers.

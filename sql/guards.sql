@@ -1,11 +1,15 @@
 -- audit_ext: the guards of the log (README "Security model", src/guards.rs): the triggers on
 -- audit.events, the event triggers, the DDL guard they call, and what audit.verify() reports
 -- about them. This file is the one owner of their names: the triggers are made from the lists
--- below, here and for every partition (audit._create_partition()), and verify checks the same
+-- below, here and for every partition (audit_internal._create_partition()), and verify checks the same
 -- lists.
 
+-- pgrx declares its trigger functions in schema audit; they are internal (not for callers).
+ALTER FUNCTION audit.chain_event() SET SCHEMA audit_internal;
+ALTER FUNCTION audit.refuse_change() SET SCHEMA audit_internal;
+
 -- The triggers every table of the log carries. Row triggers made on audit.events are cloned
--- onto its partitions; statement triggers are not inherited, so audit._create_partition()
+-- onto its partitions; statement triggers are not inherited, so audit_internal._create_partition()
 -- makes those (per_partition). All are enabled ALWAYS: session_replication_role = replica
 -- (settable by superusers and by roles granted it) must not skip them.
 --   zz_chain_event: validates, chains and hashes every new event (src/append.rs); named so
@@ -14,32 +18,32 @@
 --   append_only: refuses UPDATE, DELETE and TRUNCATE (src/guards.rs), at statement level so
 --     that it refuses even statements that would touch no row, for every role.
 --   zz_alerts: evaluates alert rules and streams for every new event (src/alerts.rs).
-CREATE FUNCTION audit._guard_triggers()
+CREATE FUNCTION audit_internal._guard_triggers()
 RETURNS TABLE (name name, fn text, events text, level text, per_partition boolean)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    VALUES ('zz_chain_event'::name, 'audit.chain_event()', 'BEFORE INSERT', 'ROW', false),
-           ('append_only', 'audit.refuse_change()', 'BEFORE UPDATE OR DELETE OR TRUNCATE', 'STATEMENT', true),
-           ('zz_alerts', 'audit.evaluate_alerts()', 'AFTER INSERT', 'ROW', false)
+    VALUES ('zz_chain_event'::name, 'audit_internal.chain_event()', 'BEFORE INSERT', 'ROW', false),
+           ('append_only', 'audit_internal.refuse_change()', 'BEFORE UPDATE OR DELETE OR TRUNCATE', 'STATEMENT', true),
+           ('zz_alerts', 'audit_internal.evaluate_alerts()', 'AFTER INSERT', 'ROW', false)
 $$;
 
 -- The event triggers of DDL capture and of the DDL guard (sql/capture/ddl.sql).
-CREATE FUNCTION audit._guard_event_triggers() RETURNS TABLE (name name, fn text, event text)
+CREATE FUNCTION audit_internal._guard_event_triggers() RETURNS TABLE (name name, fn text, event text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    VALUES ('audit_ext_ddl_command'::name, 'audit.capture_ddl_command()', 'ddl_command_end'),
-           ('audit_ext_ddl_drop', 'audit.capture_ddl_drop()', 'sql_drop')
+    VALUES ('audit_ext_ddl_command'::name, 'audit_internal.capture_ddl_command()', 'ddl_command_end'),
+           ('audit_ext_ddl_drop', 'audit_internal.capture_ddl_drop()', 'sql_drop')
 $$;
 
 -- The row level security policies of audit.events (sql/visibility.sql), as PostgreSQL prints
 -- them back (pg_get_expr): the guards compare the live policies with these, so that a policy
 -- someone else added, or one of these altered, is reported. cmd: r SELECT, a INSERT.
-CREATE FUNCTION audit._guard_policies() RETURNS TABLE (name name, cmd "char", roles name[], qual text, with_check text)
+CREATE FUNCTION audit_internal._guard_policies() RETURNS TABLE (name name, cmd "char", roles name[], qual text, with_check text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('audit_readers'::name, 'r'::"char", ARRAY['audit_reader']::name[], 'true'::text, NULL::text),
            ('audit_viewers', 'r', ARRAY['audit_viewer'],
-            '((actor = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])) OR ((metadata ->> ''db_user''::text) = ANY (( SELECT audit._visible_roles() AS _visible_roles)::text[])))',
+            '((actor = ANY (( SELECT audit_internal._visible_roles() AS _visible_roles)::text[])) OR ((metadata ->> ''db_user''::text) = ANY (( SELECT audit_internal._visible_roles() AS _visible_roles)::text[])))',
             NULL),
            ('audit_inserts', 'a', ARRAY['public'], NULL, 'true')
 $$;
@@ -54,7 +58,7 @@ $$;
 -- bounds audit.partitions misstates; DDL capture off; capture, retention, alert and stream
 -- settings that differ from what the log says they were set to. Runs as the caller (an
 -- auditor reads all of this).
-CREATE FUNCTION audit._guard_problems() RETURNS SETOF text
+CREATE FUNCTION audit_internal._guard_problems() RETURNS SETOF text
     LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT p FROM (
@@ -67,7 +71,7 @@ SELECT p FROM (
     FROM (SELECT 'audit.events'::regclass AS rel UNION ALL
           SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
           WHERE i.inhparent = 'audit.events'::regclass) r
-    CROSS JOIN (SELECT g.name, g.fn::regprocedure AS fn FROM audit._guard_triggers() g) t
+    CROSS JOIN (SELECT g.name, g.fn::regprocedure AS fn FROM audit_internal._guard_triggers() g) t
     LEFT JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = r.rel AND tg.tgname = t.name
     WHERE tg.oid IS NULL OR tg.tgenabled <> 'A' OR tg.tgfoid <> t.fn OR tg.tgqual IS NOT NULL
     UNION ALL
@@ -77,14 +81,14 @@ SELECT p FROM (
                        WHEN et.evttags IS NOT NULL THEN 'limited to some commands (WHEN TAG IN ...)'
                        WHEN et.evtenabled = 'D' THEN 'disabled'
                        ELSE 'not enabled ALWAYS (session_replication_role = replica skips it)' END)
-    FROM (SELECT g.name, g.fn::regprocedure AS fn, g.event AS ev FROM audit._guard_event_triggers() g) t
+    FROM (SELECT g.name, g.fn::regprocedure AS fn, g.event AS ev FROM audit_internal._guard_event_triggers() g) t
     LEFT JOIN pg_catalog.pg_event_trigger et ON et.evtname = t.name
     WHERE et.oid IS NULL OR et.evtenabled <> 'A' OR et.evtfoid <> t.fn OR et.evtevent <> t.ev
        OR et.evttags IS NOT NULL
     UNION ALL
     SELECT format('function %s is no longer audit_ext''s own C function', f.fn)
-    FROM (SELECT g.fn::regprocedure FROM audit._guard_triggers() g
-          UNION SELECT 'audit.capture_rows()'::regprocedure) f(fn)
+    FROM (SELECT g.fn::regprocedure FROM audit_internal._guard_triggers() g
+          UNION SELECT 'audit_internal.capture_rows()'::regprocedure) f(fn)
     JOIN pg_catalog.pg_proc p ON p.oid = f.fn
     WHERE p.prolang <> (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'c')
        OR p.probin IS DISTINCT FROM '$libdir/audit_ext'
@@ -100,11 +104,11 @@ SELECT p FROM (
     UNION ALL
     SELECT format('policy %s on audit.events is not audit_ext''s: it changes who sees or writes which events', p.polname)
     FROM pg_catalog.pg_policy p
-    WHERE p.polrelid = 'audit.events'::regclass AND p.polname NOT IN (SELECT g.name FROM audit._guard_policies() g)
+    WHERE p.polrelid = 'audit.events'::regclass AND p.polname NOT IN (SELECT g.name FROM audit_internal._guard_policies() g)
     UNION ALL
     SELECT format('policy %s on audit.events is %s', g.name,
                   CASE WHEN p.oid IS NULL THEN 'missing' ELSE 'not as audit_ext made it (it was altered)' END)
-    FROM audit._guard_policies() g
+    FROM audit_internal._guard_policies() g
     LEFT JOIN pg_catalog.pg_policy p ON p.polrelid = 'audit.events'::regclass AND p.polname = g.name
     WHERE p.oid IS NULL OR p.polcmd <> g.cmd OR NOT p.polpermissive
        OR (SELECT array_agg(CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END ORDER BY 1)
@@ -124,7 +128,7 @@ SELECT p FROM (
     WHERE r.rolbypassrls AND NOT r.rolsuper
       AND pg_catalog.pg_has_role(r.oid, 'audit_viewer', 'MEMBER') AND NOT pg_catalog.pg_has_role(r.oid, 'audit_reader', 'MEMBER')
     UNION ALL
-    SELECT format('capture of %s is not intact: %s', t.table_name, audit._capture_problem(t.tbl))
+    SELECT format('capture of %s is not intact: %s', t.table_name, audit_internal._capture_problem(t.tbl))
     FROM audit.tracked_tables t WHERE NOT t.intact
     UNION ALL
     SELECT format('partition audit.%s (class %s, %s to %s UTC) is missing: dropped or detached outside '
@@ -205,7 +209,7 @@ $$;
 -- Refuses (42501) what would let changes escape the log: ALTER TABLE audit.events (disabling
 -- its triggers, say), triggers, rules or policies on it, and on a tracked table an ALTER that
 -- disables a capture trigger or renames or drops an excluded or masked column (2BP01).
-CREATE FUNCTION audit._guard_command(cmd_tag text, classid oid, objid oid, in_ext boolean) RETURNS void
+CREATE FUNCTION audit_internal._guard_command(cmd_tag text, classid oid, objid oid, in_ext boolean) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -215,7 +219,7 @@ BEGIN
     -- the extension's script, and audit_ext's own partition upkeep and retention (a backend
     -- state only audit_ext's own functions enter, src/chain.rs; a C call, so that it loads the
     -- library)
-    IF in_ext OR audit._in_maintenance() THEN
+    IF in_ext OR audit_internal._in_maintenance() THEN
         RETURN;
     END IF;
     rel := CASE classid
@@ -225,7 +229,7 @@ BEGIN
         WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = objid)
     END;
     -- A restore (audit_ext.restore, superuser-only) recreates and attaches the partitions.
-    IF rel = 'audit.events'::regclass AND NOT audit._restoring() AND cmd_tag IN ('ALTER TABLE',
+    IF rel = 'audit.events'::regclass AND NOT audit_internal._restoring() AND cmd_tag IN ('ALTER TABLE',
             'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY') THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = format('audit.events is protected by audit_ext: %s on it is not allowed', cmd_tag),
@@ -236,28 +240,29 @@ BEGIN
     -- audit_ext's functions are its guards (a C trigger replaced by a no-op would silence
     -- them), and triggers, rules and policies on its tables would change what they do
     IF classid = 'pg_proc'::regclass AND cmd_tag IN ('CREATE FUNCTION', 'ALTER FUNCTION', 'CREATE PROCEDURE', 'ALTER PROCEDURE')
-       AND (SELECT p.pronamespace FROM pg_proc p WHERE p.oid = objid) = 'audit'::regnamespace THEN
+       AND (SELECT p.pronamespace FROM pg_proc p WHERE p.oid = objid) IN ('audit'::regnamespace, 'audit_internal'::regnamespace) THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('schema audit belongs to audit_ext: %s of %s is not allowed', cmd_tag, objid::regprocedure),
+            MESSAGE = format('schema %s belongs to audit_ext: %s of %s is not allowed',
+                             (SELECT p.pronamespace::regnamespace FROM pg_proc p WHERE p.oid = objid), cmd_tag, objid::regprocedure),
             HINT = 'audit_ext''s functions are part of its guards; create your own functions in another schema.';
     END IF;
     IF cmd_tag IN ('CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY')
-       AND NOT audit._restoring()
+       AND NOT audit_internal._restoring()
        AND (SELECT c.relnamespace FROM pg_class c WHERE c.oid = rel) = 'audit'::regnamespace THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = format('%s belongs to audit_ext: %s on it is not allowed', rel::regclass, cmd_tag),
             HINT = 'audit_ext''s tables are changed only through its functions.';
     END IF;
     -- the capture triggers' names are reserved: a trigger of that name that is not
-    -- audit.capture_rows() would pass for capture
+    -- audit_internal.capture_rows() would pass for capture
     IF classid = 'pg_trigger'::regclass AND cmd_tag IN ('CREATE TRIGGER', 'ALTER TRIGGER')
        AND EXISTS (SELECT FROM pg_trigger tg WHERE tg.oid = objid AND tg.tgname LIKE 'audit\_ext\_capture\_%'
-                   AND tg.tgfoid <> 'audit.capture_rows()'::regprocedure) THEN
+                   AND tg.tgfoid <> 'audit_internal.capture_rows()'::regprocedure) THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = format('trigger names audit_ext_capture_* are reserved for audit_ext''s capture (on %s)', rel::regclass),
             HINT = 'Name your trigger otherwise; audit.track() installs the capture triggers.';
     END IF;
-    IF NOT audit._restoring() AND cmd_tag IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER',
+    IF NOT audit_internal._restoring() AND cmd_tag IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER',
             'CREATE RULE', 'ALTER RULE', 'CREATE POLICY', 'ALTER POLICY')
        AND EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = rel AND i.inhparent = 'audit.events'::regclass) THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
@@ -265,9 +270,9 @@ BEGIN
                              rel::regclass, cmd_tag),
             HINT = 'Partitions are created by audit_ext itself (audit.ensure_partitions()), moved by audit.set_tier() and removed only by audit.apply_retention().';
     END IF;
-    IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER') AND NOT audit._restoring()
-       AND EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = audit._root(rel)) THEN
-        problem := audit._capture_problem(rel::regclass, false);
+    IF cmd_tag IN ('ALTER TABLE', 'ALTER TRIGGER') AND NOT audit_internal._restoring()
+       AND EXISTS (SELECT FROM audit.tracked t WHERE t.tbl = audit_internal._root(rel)) THEN
+        problem := audit_internal._capture_problem(rel::regclass, false);
         IF problem LIKE 'column%' THEN
             RAISE EXCEPTION USING ERRCODE = '2BP01',
                 MESSAGE = format('%s is tracked by audit_ext: %s', rel::regclass, problem),
@@ -285,14 +290,14 @@ BEGIN
 END
 $$;
 
--- The guards themselves, from the lists above (after audit._guard_command(), which the event
+-- The guards themselves, from the lists above (after audit_internal._guard_command(), which the event
 -- triggers call from their first command on).
 DO $guards$
 DECLARE
     g record;
     rel text;
 BEGIN
-    FOR g IN SELECT * FROM audit._guard_triggers() LOOP
+    FOR g IN SELECT * FROM audit_internal._guard_triggers() LOOP
         FOREACH rel IN ARRAY CASE WHEN g.per_partition THEN ARRAY['audit.events', 'audit.events_default']
                                   ELSE ARRAY['audit.events'] END LOOP
             EXECUTE format('CREATE TRIGGER %I %s ON %s FOR EACH %s EXECUTE FUNCTION %s',
@@ -301,9 +306,9 @@ BEGIN
     END LOOP;
     FOREACH rel IN ARRAY ARRAY['audit.events', 'audit.events_default'] LOOP
         EXECUTE format('ALTER TABLE %s %s', rel,
-                       (SELECT string_agg(format('ENABLE ALWAYS TRIGGER %I', t.name), ', ') FROM audit._guard_triggers() t));
+                       (SELECT string_agg(format('ENABLE ALWAYS TRIGGER %I', t.name), ', ') FROM audit_internal._guard_triggers() t));
     END LOOP;
-    FOR g IN SELECT * FROM audit._guard_event_triggers() LOOP
+    FOR g IN SELECT * FROM audit_internal._guard_event_triggers() LOOP
         EXECUTE format('CREATE EVENT TRIGGER %I ON %s EXECUTE FUNCTION %s', g.name, g.event, g.fn);
         EXECUTE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS', g.name);
     END LOOP;

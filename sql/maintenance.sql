@@ -1,8 +1,8 @@
 -- audit_ext: what every maintenance function shares (src/maintenance.rs). Maintenance is a
 -- backend state that only audit_ext's own SECURITY DEFINER functions enter
--- (audit._begin_maintenance(), never a setting): one at a time (a lock no SQL caller can take),
+-- (audit_internal._begin_maintenance(), never a setting): one at a time (a lock no SQL caller can take),
 -- as the owner, which is what lets it past the guards of sql/guards.sql and the append_only
--- triggers, until audit._end_maintenance() or the end of the transaction. Each maintenance
+-- triggers, until audit_internal._end_maintenance() or the end of the transaction. Each maintenance
 -- function also sets a short lock_timeout: its strong locks (ACCESS EXCLUSIVE for ATTACH and
 -- DROP) queue every writer behind them, so waiting long for a reader (any role can hold a weak
 -- lock on audit.events, pg_relation_size() takes one) would stall the audit trail.
@@ -14,7 +14,7 @@
 -- maintenance function sets 2 s): writers queue behind a waiting ACCESS EXCLUSIVE request, so
 -- a long wait for a reader's lock would stall the audit trail. Fails with a clear 55P03.
 -- rel and mode come from audit_ext's own code only.
-CREATE FUNCTION audit._lock(rel text, mode text) RETURNS void
+CREATE FUNCTION audit_internal._lock(rel text, mode text) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

@@ -13,7 +13,7 @@
 -- Elevated entry point (SECURITY DEFINER): readers and viewers may not insert into the log.
 -- It follows the rule of src/pg/elevate.rs, no code a caller controls runs in it: the path is
 -- pinned, every name qualified, the arguments are values (jsonb) that it only stores.
-CREATE FUNCTION audit._read_event(action text, arguments jsonb, row_count bigint) RETURNS void
+CREATE FUNCTION audit_internal._read_event(action text, arguments jsonb, row_count bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -24,10 +24,10 @@ BEGIN
     IF action IS NULL OR action NOT IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
                                          'audit.explain_query', 'audit.read') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('audit._read_event(): %s is not a read of the log', coalesce(quote_literal(action), 'NULL')),
+            MESSAGE = format('audit_internal._read_event(): %s is not a read of the log', coalesce(quote_literal(action), 'NULL')),
             HINT = 'audit_ext records reads itself; record an application''s own events with audit.record().';
     END IF;
-    args := audit._read_arguments(coalesce(arguments, 'null'));
+    args := audit_internal._read_arguments(coalesce(arguments, 'null'));
     line := format('AUDIT: action=%s actor=%s rows=%s arguments=%s', action,
                    to_jsonb(coalesce(nullif(pg_catalog.current_setting('audit_ext.context_actor', true), ''), session_user::text)),
                    coalesce(row_count::text, 'NULL'), coalesce(args::text, 'null'));
@@ -35,11 +35,21 @@ BEGIN
         RAISE LOG '% (not recorded: %)', line,
             CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
     ELSE
-        PERFORM audit._event(action, 'audit', CASE WHEN action = 'audit.read' THEN 'statement' ELSE 'function' END,
-                             CASE WHEN action = 'audit.read' THEN NULL ELSE action END, NULL, NULL,
-                             jsonb_build_object('arguments', args, 'rows', row_count));
+        -- A read must not fail because its event cannot be written: verify, which finds a
+        -- damaged log, would otherwise fail on it (a damaged chain head refuses new events).
+        -- The event is then a server-log line, and the caller gets a WARNING.
+        BEGIN
+            PERFORM audit_internal._event(action, 'audit', CASE WHEN action = 'audit.read' THEN 'statement' ELSE 'function' END,
+                                          CASE WHEN action = 'audit.read' THEN NULL ELSE action END, NULL, NULL,
+                                          jsonb_build_object('arguments', args, 'rows', row_count));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE LOG '% (not recorded: %)', line, SQLERRM;
+            RAISE WARNING 'audit_ext: this read of the log could not be recorded: %', SQLERRM
+                USING HINT = 'It is in the server log instead. Run audit.verify() if the log may be damaged.';
+            RETURN;
+        END;
         -- the line reaches the server log if this event rolls back (src/reads.rs)
-        PERFORM audit._read_unless_committed(line);
+        PERFORM audit_internal._read_unless_committed(line);
     END IF;
 END
 $$;

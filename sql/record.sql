@@ -38,13 +38,13 @@ COMMENT ON FUNCTION audit.set_context IS
 -- these get their retention class, which the INSERT must carry (src/retention/policies.rs),
 -- and the check that the action is one src/vocab.rs lists for the module. Runs as its caller,
 -- each of them audit_ext's own SECURITY DEFINER function, trigger or hook.
-CREATE FUNCTION audit._event(action text, module text, object_type text, object_id text,
+CREATE FUNCTION audit_internal._event(action text, module text, object_type text, object_id text,
                              object_name text, old jsonb DEFAULT NULL, new jsonb DEFAULT NULL,
                              message text DEFAULT NULL, severity text DEFAULT 'info') RETURNS bigint
     LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO audit.events (retention_class, action, module, object_type, object_id, object_name,
                               old, new, message, severity)
-    VALUES (audit.retention_class($1), audit._own_action($1, $2), $2, $3, $4, $5, $6, $7, $8, $9)
+    VALUES (audit.retention_class($1), audit_internal._own_action($1, $2), $2, $3, $4, $5, $6, $7, $8, $9)
     RETURNING id
 $$;

@@ -8,7 +8,7 @@
 
 -- What the sections count: a predicate over `e` (a row of audit.events), fixed text that the
 -- report splices into its queries (no caller value is ever part of it).
-CREATE FUNCTION audit._report_sections() RETURNS TABLE (id text, title text, predicate text)
+CREATE FUNCTION audit_internal._report_sections() RETURNS TABLE (id text, title text, predicate text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES
@@ -32,7 +32,7 @@ $$;
 -- (min_keep: how long events must be kept, NULL when the framework sets no number;
 -- max_keep_finding: whether keeping forever is itself a finding). The sources are in the
 -- README, "Compliance reports".
-CREATE FUNCTION audit._report_frameworks()
+CREATE FUNCTION audit_internal._report_frameworks()
 RETURNS TABLE (framework text, title text, min_keep interval, min_at_hand interval, forever_is_finding boolean,
                retention_rule text, controls jsonb)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -122,7 +122,7 @@ DECLARE
     keep_findings jsonb;
     result jsonb;
 BEGIN
-    SELECT * INTO fw FROM audit._report_frameworks() f WHERE f.framework = report.framework;
+    SELECT * INTO fw FROM audit_internal._report_frameworks() f WHERE f.framework = report.framework;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('audit.report(): unknown framework %L', framework),
@@ -150,7 +150,7 @@ BEGIN
                                                   ORDER BY v.chain NULLS FIRST) FILTER (WHERE NOT v.ok), '[]'),
                    'query', format('SELECT * FROM audit.verify(from_id => %s, to_id => %s)', first_id, last_id))
         INTO integrity
-        FROM audit._verify_range(first_id, last_id) v;
+        FROM audit_internal._verify_range(first_id, last_id) v;
     END IF;
     SELECT e.at, e.object_id AS public_key INTO cp FROM audit.events e
     WHERE e.action = 'audit.checkpoint' AND e.module = 'audit' AND e.at < hi ORDER BY e.id DESC LIMIT 1;
@@ -159,7 +159,7 @@ BEGIN
                                   ELSE jsonb_build_object('at', cp.at, 'public_key', cp.public_key) END);
 
     FOR s IN SELECT x.id, x.title, regexp_replace(x.predicate, '\s+', ' ', 'g') AS predicate
-             FROM audit._report_sections() x LOOP
+             FROM audit_internal._report_sections() x LOOP
         q := format('SELECT e.* FROM audit.events e WHERE %s AND %s ORDER BY e.id', s.predicate, period);
         EXECUTE format('SELECT count(*) FROM audit.events e WHERE %s AND %s', s.predicate, period) INTO n;
         -- findings: who did it, and how often (the ten most frequent actors); for tracked tables,
@@ -215,7 +215,7 @@ BEGIN
         RAISE LOG 'AUDIT: audit.report framework=% since=% until=% by=% (not recorded: %)', fw.framework, since, hi,
             session_user, CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
     ELSE
-        PERFORM audit._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
+        PERFORM audit_internal._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
                              jsonb_build_object('framework', fw.framework, 'since', since, 'until', hi,
                                                 'integrity_ok', integrity -> 'ok',
                                                 'counts', (SELECT jsonb_object_agg(x ->> 'id', x -> 'count')
@@ -228,7 +228,7 @@ COMMENT ON FUNCTION audit.report IS 'A compliance report (soc2, iso27001, hipaa,
 
 -- `s` with the characters HTML gives meaning escaped (&, <, >, ", '): every value of the log
 -- reaches the page through it.
-CREATE FUNCTION audit._html(s text) RETURNS text
+CREATE FUNCTION audit_internal._html(s text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT replace(replace(replace(replace(replace(coalesce(s, ''), '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
@@ -284,10 +284,10 @@ BEGIN
         FROM b JOIN cols c USING (t))
     SELECT string_agg(format(
                '<rect class="bar" data-status="%s" x="%s" y="%s" width="18" height="%s" fill="%s"><title>%s %s: %s</title></rect>',
-               audit._html(s.status), 50 + s.i * 24,
+               audit_internal._html(s.status), 50 + s.i * 24,
                200 - round(180.0 * (s.below + s.n) / greatest(top, 1)), greatest(round(180.0 * s.n / greatest(top, 1)), 1),
                coalesce(colors[array_position(statuses, s.status)], '#777777'),
-               to_char(s.t, CASE bucket WHEN 'month' THEN 'YYYY-MM' ELSE 'YYYY-MM-DD' END), audit._html(s.status), s.n),
+               to_char(s.t, CASE bucket WHEN 'month' THEN 'YYYY-MM' ELSE 'YYYY-MM-DD' END), audit_internal._html(s.status), s.n),
                '' ORDER BY s.i, s.status)
            || coalesce((SELECT string_agg(format('<text x="%s" y="215" font-size="9" transform="rotate(45 %s 215)">%s</text>',
                                                  50 + c.i * 24, 50 + c.i * 24,
@@ -306,7 +306,7 @@ BEGIN
     FOR sec IN SELECT x FROM jsonb_array_elements(r -> 'sections') x LOOP
         rows := '';
         FOR f IN SELECT x FROM jsonb_array_elements(coalesce(sec -> 'findings', '[]')) x LOOP
-            rows := rows || '<li>' || audit._html(CASE jsonb_typeof(f)
+            rows := rows || '<li>' || audit_internal._html(CASE jsonb_typeof(f)
                 WHEN 'string' THEN f #>> '{}'
                 WHEN 'object' THEN (SELECT string_agg(k || ': ' || (f ->> k), ', ' ORDER BY k) FROM jsonb_object_keys(f) k)
                 ELSE f::text END) || '</li>';
@@ -314,9 +314,9 @@ BEGIN
         body := body || format(
             '<section id="section-%s"><h3>%s</h3><p class="control">Control: %s</p><p class="count">%s event(s)</p>'
             '%s<details><summary>Query</summary><pre>%s</pre></details></section>',
-            audit._html(sec ->> 'id'), audit._html(sec ->> 'title'), audit._html(sec ->> 'control'), sec ->> 'count',
+            audit_internal._html(sec ->> 'id'), audit_internal._html(sec ->> 'title'), audit_internal._html(sec ->> 'control'), sec ->> 'count',
             CASE WHEN rows = '' THEN '<p class="findings">No findings.</p>' ELSE '<ul class="findings">' || rows || '</ul>' END,
-            audit._html(sec ->> 'query'));
+            audit_internal._html(sec ->> 'query'));
     END LOOP;
 
     RETURN format(
@@ -327,13 +327,13 @@ BEGIN
         '<h1>%s</h1><p>Period: %s to %s (UTC). Generated %s by %s with audit_ext.</p>'
         '<h2>Integrity</h2><p id="integrity" class="%s">%s: %s chain(s), %s event(s) checked. Control: %s</p>%s'
         '<h2>Events per %s</h2>%s<h2>Sections</h2>%s</body></html>',
-        audit._html(r ->> 'title'), audit._html(r ->> 'title'),
+        audit_internal._html(r ->> 'title'), audit_internal._html(r ->> 'title'),
         coalesce(to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), 'the start'), to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
-        to_char((r ->> 'generated_at')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), audit._html(r ->> 'generated_by'),
+        to_char((r ->> 'generated_at')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), audit_internal._html(r ->> 'generated_by'),
         CASE WHEN (r -> 'integrity' ->> 'ok')::boolean THEN 'ok' ELSE 'bad' END,
         CASE WHEN (r -> 'integrity' ->> 'ok')::boolean THEN 'Intact' ELSE 'NOT INTACT' END,
-        r -> 'integrity' ->> 'chains', r -> 'integrity' ->> 'events_checked', audit._html(r -> 'integrity' ->> 'control'),
-        coalesce((SELECT '<ul class="problems">' || string_agg('<li>' || audit._html(coalesce('chain ' || (p ->> 'chain'), 'guards')
+        r -> 'integrity' ->> 'chains', r -> 'integrity' ->> 'events_checked', audit_internal._html(r -> 'integrity' ->> 'control'),
+        coalesce((SELECT '<ul class="problems">' || string_agg('<li>' || audit_internal._html(coalesce('chain ' || (p ->> 'chain'), 'guards')
                                                                   || ': ' || coalesce(p ->> 'reason', '')) || '</li>', '') || '</ul>'
                   FROM jsonb_array_elements(r -> 'integrity' -> 'problems') p), ''),
         bucket, svg, body);

@@ -23,7 +23,7 @@ BEGIN
             MESSAGE = format('audit.search(): limit_rows must be between 1 and 100000, not %s', coalesce(limit_rows::text, 'NULL')),
             HINT = 'Page through larger results with after_id.';
     END IF;
-    t := audit._translate(query);
+    t := audit_internal._translate(query);
     -- t[1] is built by the translator from column names, operators and $1[n] only; the
     -- values are t[2:], passed as the parameter array $1. One row more than the limit tells
     -- whether the limit cut the result, which a NOTICE then says (the default of 100 would
@@ -43,7 +43,7 @@ BEGIN
     END LOOP;
     -- the rows reach the caller when this returns (a PL/pgSQL set is kept until then): the
     -- read is recorded before anything of it is seen
-    PERFORM audit._read_event('audit.search',
+    PERFORM audit_internal._read_event('audit.search',
                               jsonb_build_object('query', query, 'limit_rows', limit_rows, 'after_id', after_id),
                               least(n, limit_rows));
 END

@@ -12,16 +12,16 @@ WHERE e.at > now() - interval '24 hours'
 ORDER BY e.id DESC;
 COMMENT ON VIEW audit.recent IS 'Events of the last 24 hours, newest first.';
 
--- The guard problems (audit._guard_problems()) for a caller that may read them, none for one
+-- The guard problems (audit_internal._guard_problems()) for a caller that may read them, none for one
 -- that may not: a member of audit_viewer reads audit.security_events too, and learns from it
 -- its own events, not the details of the guards. PL/pgSQL, so that the query, and the privilege
 -- checks of what it reads, run only for a caller allowed to run it.
-CREATE FUNCTION audit._visible_guard_problems() RETURNS SETOF text
+CREATE FUNCTION audit_internal._visible_guard_problems() RETURNS SETOF text
     LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF pg_catalog.has_function_privilege('audit._guard_problems()', 'EXECUTE') THEN
-        RETURN QUERY SELECT p FROM audit._guard_problems() p;
+    IF pg_catalog.has_function_privilege('audit_internal._guard_problems()', 'EXECUTE') THEN
+        RETURN QUERY SELECT p FROM audit_internal._guard_problems() p;
     END IF;
 END
 $$;
@@ -30,7 +30,7 @@ $$;
 -- authentications and actions, permission and role changes, changes of audit_ext's own
 -- settings (capture, retention, alerts, streams, server settings), alerts fired, retention
 -- applied; and, as rows with id NULL, what is wrong with the guards of the log now
--- (audit._guard_problems(), the guards row of audit.verify()), to those who may read them.
+-- (audit_internal._guard_problems(), the guards row of audit.verify()), to those who may read them.
 CREATE VIEW audit.security_events WITH (security_invoker = true) AS
 SELECT e.id, e.at,
        CASE WHEN e.action LIKE 'authentication.%' AND e.status <> 'success' THEN 'failed_authentication'
@@ -53,7 +53,7 @@ WHERE (e.action LIKE 'authentication.%' AND e.status <> 'success')
                         'stream.create', 'stream.drop'))
 UNION ALL
 SELECT NULL::bigint, now(), 'guard_problem', NULL, NULL, 'audit.guards', 'failure', 'critical', NULL, NULL, NULL, g.problem
-FROM audit._visible_guard_problems() g(problem);
+FROM audit_internal._visible_guard_problems() g(problem);
 COMMENT ON VIEW audit.security_events IS 'Failed and denied actions, permission, role and audit setting changes, alerts, retention, guard problems.';
 
 -- NetEye's "My changes": the changes (events with old and/or new properties) made in the

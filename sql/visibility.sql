@@ -1,7 +1,7 @@
 -- audit_ext: who sees which events (README "Who sees what"). Members of audit_reader (and so of
 -- audit_admin) see every event; members of audit_viewer see their own events, and those of the
 -- roles audit.allow_view() let them view. Row level security on audit.events, with policies
--- that audit_ext owns (audit._guard_policies(), sql/guards.sql: the guards check that they are
+-- that audit_ext owns (audit_internal._guard_policies(), sql/guards.sql: the guards check that they are
 -- exactly these, and refuse any other). Every function and view that reads events as its
 -- caller (audit.search, audit.changes, audit.row_history, audit.export, the auditor's views)
 -- therefore shows a viewer only what it may see; audit.verify() reads every event as the
@@ -26,7 +26,7 @@ SELECT v.of_role FROM audit.viewers v WHERE v.viewer OPERATOR(pg_catalog.=) CURR
 -- The role names whose events the current role sees as a viewer: itself, and every role that
 -- is a member (directly or not) of a role it was allowed to view, that role included. The
 -- policy calls it once per statement (a scalar subquery, an InitPlan), not once per row.
-CREATE FUNCTION audit._visible_roles() RETURNS text[]
+CREATE FUNCTION audit_internal._visible_roles() RETURNS text[]
     LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT array_agg(DISTINCT n ORDER BY n) FROM (
@@ -44,8 +44,8 @@ CREATE POLICY audit_readers ON audit.events FOR SELECT TO audit_reader USING (tr
 -- application asserted an end user as the actor (metadata.db_user), and the same of the roles
 -- they may view.
 CREATE POLICY audit_viewers ON audit.events FOR SELECT TO audit_viewer
-    USING (actor OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[])
-           OR (metadata OPERATOR(pg_catalog.->>) 'db_user') OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[]));
+    USING (actor OPERATOR(pg_catalog.=) ANY ((SELECT audit_internal._visible_roles())::text[])
+           OR (metadata OPERATOR(pg_catalog.->>) 'db_user') OPERATOR(pg_catalog.=) ANY ((SELECT audit_internal._visible_roles())::text[]));
 -- Inserts are what they were: privileges and the insert trigger decide (audit_ext's own inserts
 -- run as the owner, whom row level security does not restrict).
 CREATE POLICY audit_inserts ON audit.events FOR INSERT TO PUBLIC WITH CHECK (true);
@@ -71,7 +71,7 @@ BEGIN
     INSERT INTO audit.viewers (viewer, of_role, granted_by) VALUES (allow_view.viewer, allow_view.of_role, session_user)
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
-        PERFORM audit._event('audit.view_allowed', 'audit', 'role', viewer::text, viewer::text, NULL,
+        PERFORM audit_internal._event('audit.view_allowed', 'audit', 'role', viewer::text, viewer::text, NULL,
                              jsonb_build_object('viewer', viewer::text, 'of_role', of_role::text));
     END IF;
 END
@@ -86,7 +86,7 @@ AS $$
 BEGIN
     DELETE FROM audit.viewers v WHERE v.viewer = disallow_view.viewer AND v.of_role = disallow_view.of_role;
     IF FOUND THEN
-        PERFORM audit._event('audit.view_disallowed', 'audit', 'role', viewer::text, viewer::text,
+        PERFORM audit_internal._event('audit.view_disallowed', 'audit', 'role', viewer::text, viewer::text,
                              jsonb_build_object('viewer', viewer::text, 'of_role', of_role::text), NULL);
     END IF;
 END

@@ -8,7 +8,7 @@
 //! listeners hear nothing from a transaction that rolls back.
 //!
 //! Rules and streams are loaded once per backend and reloaded after a relcache invalidation
-//! of their tables, which `audit._rules_changed()` sends whenever they change.
+//! of their tables, which `audit_internal._rules_changed()` sends whenever they change.
 
 use crate::event::{self, COLUMNS};
 use crate::pg::backend;
@@ -26,7 +26,7 @@ use std::rc::Rc;
 pub enum AlertError {
     #[error("invalid group_by {0:?}: not an event field")]
     BadGroup(String),
-    #[error("audit.evaluate_alerts() fired in the wrong way: {0}")]
+    #[error("audit_internal.evaluate_alerts() fired in the wrong way: {0}")]
     NotAlertTrigger(&'static str),
 }
 
@@ -69,7 +69,7 @@ fn group_column(name: &str) -> Option<(&'static str, &'static str, Field)> {
 
 /// Checks a rule's query (42601 with the position) and group_by (22023) before
 /// audit.create_alert or audit.stream stores them.
-#[pg_extern(immutable, parallel_safe, name = "_check_alert")]
+#[pg_extern(immutable, parallel_safe, schema = "audit_internal", name = "_check_alert")]
 fn check_alert(query: Option<&str>, group_by: Option<&str>) -> bool {
     if let Some(q) = query {
         query::parse(q).unwrap_or_else(|e| crate::error::raise(e));
@@ -82,9 +82,9 @@ fn check_alert(query: Option<&str>, group_by: Option<&str>) -> bool {
     true
 }
 
-/// `audit._group_name(group_by)`: the column a `group_by` names (its documented aliases
+/// `audit_internal._group_name(group_by)`: the column a `group_by` names (its documented aliases
 /// included), which is what `audit.create_alert` stores; 22023 for anything else.
-#[pg_extern(immutable, strict, parallel_safe, name = "_group_name")]
+#[pg_extern(immutable, strict, parallel_safe, schema = "audit_internal", name = "_group_name")]
 fn group_name(group_by: &str) -> &'static str {
     group_column(group_by)
         .map(|g| g.0)
@@ -92,7 +92,7 @@ fn group_name(group_by: &str) -> &'static str {
 }
 
 /// Tells every backend (at commit) and this one (at the next command) to reload the rules.
-#[pg_extern(volatile, parallel_unsafe, name = "_rules_changed")]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_rules_changed")]
 fn rules_changed() {
     for table in [c"alert_rules", c"streams"] {
         if let Some(oid) = backend::audit_relid(table) {
@@ -294,7 +294,7 @@ impl Drop for Firing {
 }
 
 crate::c_function!(
-    /// `audit.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`. It runs
+    /// `audit_internal.evaluate_alerts()`: the AFTER INSERT ... FOR EACH ROW trigger `zz_alerts`. It runs
     /// as whoever inserts (the extension's owner inside audit_ext's own functions) and follows the
     /// rule of src/pg/elevate.rs: rules are matched in memory, and the SQL a match costs (kept plans
     /// built from the translator's fixed vocabulary, values as parameters) runs under a pinned path.
@@ -489,7 +489,9 @@ fn evaluate(rule: &Rule, ev: &TupleEvent) {
     {
         let _firing = Firing::enter();
         spi.run(
-            c"SELECT audit._event('alert.fired', 'alert', 'alert', $2, $1, NULL, $4::jsonb, $5, $3)",
+            &backend::internal_sql(
+                "SELECT audit_internal._event('alert.fired', 'alert', 'alert', $2, $1, NULL, $4::jsonb, $5, $3)",
+            ),
             &[
                 (pg_sys::TEXTOID, Some(text(&rule.name))),
                 (pg_sys::TEXTOID, group_value.as_deref().map(|g| text(&cut_str(g)))),

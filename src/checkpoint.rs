@@ -93,10 +93,10 @@ fn new_key() -> SigningKey {
     SigningKey::from_bytes(&secret)
 }
 
-/// `audit._new_signing_key()`: retires the current key (if any, erasing its secret half) and
+/// `audit_internal._new_signing_key()`: retires the current key (if any, erasing its secret half) and
 /// stores a new one; returns
 /// the new public key (hex). Called at CREATE EXTENSION and by `audit.rotate_signing_key()`.
-#[pg_extern(volatile, parallel_unsafe, name = "_new_signing_key")]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_new_signing_key")]
 #[search_path(pg_catalog, pg_temp)]
 fn new_signing_key() -> String {
     let key = new_key();
@@ -141,8 +141,8 @@ fn current_key() -> (i64, SigningKey) {
     }
 }
 
-/// `audit._checkpoint()`: the signed heads of every chain now (audit.checkpoint() records it).
-#[pg_extern(volatile, parallel_unsafe, name = "_checkpoint")]
+/// `audit_internal._checkpoint()`: the signed heads of every chain now (audit.checkpoint() records it).
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_checkpoint")]
 #[search_path(pg_catalog, pg_temp)]
 fn make_checkpoint() -> JsonB {
     let (_, key) = current_key();

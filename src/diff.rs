@@ -102,7 +102,7 @@ fn join(path: &str, seg: &str) -> String {
 }
 
 /// `{"path": {"old": ..., "new": ...}}` with only what changed; a missing side is null.
-#[pg_extern(immutable, parallel_safe, name = "_diff")]
+#[pg_extern(immutable, parallel_safe, schema = "audit_internal", name = "_diff")]
 fn diff_jsonb(old: Option<JsonB>, new: Option<JsonB>) -> JsonB {
     let entries = diff(old.as_ref().map(|j| &j.0), new.as_ref().map(|j| &j.0));
     let mut m = Map::new();
@@ -116,7 +116,7 @@ fn diff_jsonb(old: Option<JsonB>, new: Option<JsonB>) -> JsonB {
 }
 
 /// One row per difference, for a side-by-side view in psql.
-#[pg_extern(immutable, parallel_safe, name = "_diff_rows")]
+#[pg_extern(immutable, parallel_safe, schema = "audit_internal", name = "_diff_rows")]
 fn diff_rows(
     old: Option<JsonB>,
     new: Option<JsonB>,
@@ -149,7 +149,7 @@ impl crate::error::SqlError for DiffError {
 }
 
 crate::c_function!(
-    /// `audit._depth_checked(doc jsonb) returns jsonb`: `doc` itself, or 54000 when it nests more
+    /// `audit_internal._depth_checked(doc jsonb) returns jsonb`: `doc` itself, or 54000 when it nests more
     /// than [`crate::event::MAX_JSON_DEPTH`] levels. `audit.diff` and `audit.diff_rows` (SQL
     /// wrappers in sql/diff.sql) pass their arguments through it, so that a document deeper than
     /// serde_json's 128 levels is a clear error rather than an internal one; events that deep are

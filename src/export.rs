@@ -53,7 +53,7 @@ fn hostname() -> String {
 }
 
 crate::c_function!(
-    /// `audit._export_line(format, e)`: one event as a line of `format` (`kv`, `csv`, `cef` or
+    /// `audit_internal._export_line(format, e)`: one event as a line of `format` (`kv`, `csv`, `cef` or
     /// `rfc5424`; audit.export checks the name first).
     pg_finfo_audit_export_line,
     audit_export_line,
@@ -61,14 +61,14 @@ crate::c_function!(
     |call| {
         let (Some(format), Some(row)) = (call.arg(0), call.arg(1)) else { return None };
         let format = format.str().into_owned();
-        let line = event::with_event_row(row, "audit._export_line()", |get| {
+        let line = event::with_event_row(row, "audit_internal._export_line()", |get| {
             let e = event_text(get, format == "csv");
             match format.as_str() {
                 "kv" => export::kv(&e),
                 "csv" => export::csv(&e),
                 "cef" => export::cef(&e, env!("CARGO_PKG_VERSION"), (int_at(get) + PG_EPOCH_OFFSET_US).div_euclid(1000)),
                 "rfc5424" => export::rfc5424(&e, &hostname()),
-                other => pgrx::error!("audit._export_line(): unknown format {other:?}"),
+                other => pgrx::error!("audit_internal._export_line(): unknown format {other:?}"),
             }
         });
         Some(Value::from_text(line.as_bytes()))
@@ -79,9 +79,9 @@ fn int_at(get: &dyn Fn(usize) -> Option<Value>) -> i64 {
     get(event::AT).map_or(0, |v| v.timestamptz())
 }
 
-/// `audit._export_header(format)`: the line that comes before the events (the CSV header),
+/// `audit_internal._export_header(format)`: the line that comes before the events (the CSV header),
 /// NULL for formats without one.
-#[pg_extern(immutable, strict, parallel_safe, name = "_export_header")]
+#[pg_extern(immutable, strict, parallel_safe, schema = "audit_internal", name = "_export_header")]
 fn export_header(format: &str) -> Option<&'static str> {
     (format == "csv").then_some(export::CSV_HEADER)
 }

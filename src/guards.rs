@@ -1,6 +1,6 @@
 //! The guards of the log (sql/guards.sql): the `append_only` trigger that refuses every
 //! UPDATE, DELETE and TRUNCATE of audit.events, and the guards row of `audit.verify()`, which
-//! asks `audit._guard_problems()` (sql/guards.sql) what is wrong with them.
+//! asks `audit_internal._guard_problems()` (sql/guards.sql) what is wrong with them.
 
 use crate::error::raise;
 use pgrx::prelude::*;
@@ -40,7 +40,7 @@ fn refuse_change<'a>(
     raise(GuardError::AppendOnly { op })
 }
 
-/// What is wrong with the guards of the log, if anything (`audit._guard_problems()`, which
+/// What is wrong with the guards of the log, if anything (`audit_internal._guard_problems()`, which
 /// lists them). A superuser can switch a guard off (after disabling the event triggers that
 /// refuse it); verify then reports a row with chain NULL, so that `bool_and(ok)` fails even
 /// before any event was touched.
@@ -50,12 +50,13 @@ fn refuse_change<'a>(
 /// then cannot check the guards with the lists of this version, and says so (not ok) rather
 /// than vouch for them.
 pub fn problems() -> Option<Vec<String>> {
-    let current =
-        crate::status::read_text("SELECT (pg_catalog.to_regprocedure('audit._guard_problems()') IS NOT NULL)::text");
+    let current = crate::status::read_text(
+        "SELECT (pg_catalog.to_regprocedure('audit_internal._guard_problems()') IS NOT NULL)::text",
+    );
     if current.as_deref() == Some("true") {
         let list: Vec<String> = Spi::connect(|client| {
             client
-                .select("SELECT p FROM audit._guard_problems() p ORDER BY p", None, &[])
+                .select("SELECT p FROM audit_internal._guard_problems() p ORDER BY p", None, &[])
                 .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
                 .unwrap_or_else(|e| pgrx::error!("audit_ext: reading the guards failed: {e}"))
         });

@@ -36,6 +36,12 @@ mod tests;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// audit_ext's internal functions (helpers, trigger and event-trigger functions) live in a
+/// schema of their own, so that `\df audit.*` lists only what users call; the internal
+/// `#[pg_extern]`s name it (`schema = "audit_internal"`), the SQL files qualify it.
+#[pg_schema]
+mod audit_internal {}
+
 // Hand-written SQL, in the order it loads. Functions declared with #[pg_extern] are placed by
 // pgrx wherever a file `requires` them.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
@@ -44,7 +50,11 @@ extension_sql_file!(
     name = "record",
     requires = [retention::policies::retention_class, vocab::own_action]
 );
-extension_sql_file!("../sql/reads.sql", name = "reads", requires = ["record", reads::read_unless_committed, reads::read_arguments]);
+extension_sql_file!(
+    "../sql/reads.sql",
+    name = "reads",
+    requires = ["record", reads::read_unless_committed, reads::read_arguments]
+);
 extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["reads"]);
 extension_sql_file!("../sql/diff.sql", name = "diff", requires = ["record", diff::diff_jsonb, diff::diff_rows]);
 extension_sql_file!("../sql/capture/rows.sql", name = "capture_rows", requires = ["diff", "reads"]);

@@ -1,6 +1,6 @@
 //! Maintenance: the backend state in which audit_ext's own partition and retention functions
 //! work past the guards (sql/maintenance.sql, sql/retention/). Not a setting: only
-//! `audit._begin_maintenance()`, called inside audit_ext's SECURITY DEFINER functions, enters
+//! `audit_internal._begin_maintenance()`, called inside audit_ext's SECURITY DEFINER functions, enters
 //! it, so no placeholder can be set before the library loads and no session can enter it.
 
 use crate::error::raise;
@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 
 #[derive(thiserror::Error, Debug)]
 pub enum MaintenanceError {
-    #[error("audit._begin_maintenance() is internal to audit_ext")]
+    #[error("audit_internal._begin_maintenance() is internal to audit_ext")]
     NotInternal,
 }
 
@@ -24,7 +24,7 @@ impl crate::error::SqlError for MaintenanceError {
 }
 
 thread_local! {
-    /// Set by `audit._begin_maintenance()` for the rest of the transaction (or until the
+    /// Set by `audit_internal._begin_maintenance()` for the rest of the transaction (or until the
     /// subtransaction it began in aborts): the subtransaction id it began in.
     static MAINTENANCE: std::cell::Cell<Option<pg_sys::SubTransactionId>> = const { std::cell::Cell::new(None) };
 }
@@ -48,12 +48,12 @@ pub fn active() -> bool {
     MAINTENANCE.get().is_some()
 }
 
-/// `audit._begin_maintenance()`: one maintenance at a time (waits for the maintenance lock,
+/// `audit_internal._begin_maintenance()`: one maintenance at a time (waits for the maintenance lock,
 /// as bounded by lock_timeout), and the guards stand aside for audit_ext's own partition work
-/// until the transaction ends or `audit._end_maintenance()`. Only from inside a SECURITY
+/// until the transaction ends or `audit_internal._end_maintenance()`. Only from inside a SECURITY
 /// DEFINER function run by the extension's owner (audit_ext's retention and partition
 /// functions): a session calling it directly, a superuser's included, is refused.
-#[pg_extern(volatile, parallel_unsafe, name = "_begin_maintenance")]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_begin_maintenance")]
 #[search_path(pg_catalog, pg_temp)]
 fn begin_maintenance() {
     if !backend::switched_to(crate::pg::elevate::extension_owner()) {
@@ -65,9 +65,9 @@ fn begin_maintenance() {
     }
 }
 
-/// `audit._try_maintenance()`: like `_begin_maintenance()` without waiting; false when
+/// `audit_internal._try_maintenance()`: like `_begin_maintenance()` without waiting; false when
 /// another maintenance is running (the partition worker then has nothing to do).
-#[pg_extern(volatile, parallel_unsafe, name = "_try_maintenance")]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_try_maintenance")]
 #[search_path(pg_catalog, pg_temp)]
 fn try_maintenance() -> bool {
     let (user, _) = backend::user_and_context();
@@ -77,15 +77,15 @@ fn try_maintenance() -> bool {
     locks::maintenance(false)
 }
 
-/// `audit._end_maintenance()`: the guards apply again (the lock is kept to the end of the
+/// `audit_internal._end_maintenance()`: the guards apply again (the lock is kept to the end of the
 /// transaction).
-#[pg_extern(volatile, parallel_unsafe, name = "_end_maintenance")]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_end_maintenance")]
 fn end_maintenance() {
     MAINTENANCE.set(None);
 }
 
-/// `audit._in_maintenance()`: for the guards in SQL (sql/guards.sql, sql/capture/ddl.sql).
-#[pg_extern(stable, parallel_safe, name = "_in_maintenance")]
+/// `audit_internal._in_maintenance()`: for the guards in SQL (sql/guards.sql, sql/capture/ddl.sql).
+#[pg_extern(stable, parallel_safe, schema = "audit_internal", name = "_in_maintenance")]
 fn in_maintenance_sql() -> bool {
     active()
 }

@@ -2,7 +2,7 @@
 //!
 //! - `audit.search`, `audit.export`, `audit.verify`, `audit.row_history`, `audit.explain_query`
 //!   and the reports record one event each call (module `audit`, action `audit.<function>`),
-//!   with the arguments and the number of rows returned, through `audit._read_event`
+//!   with the arguments and the number of rows returned, through `audit_internal._read_event`
 //!   (sql/reads.sql), which mirrors it to the server log where nothing can be written (a hot
 //!   standby, a read-only transaction).
 //! - With the library preloaded and `audit_ext.audit_reads = on`, every statement at the top
@@ -35,12 +35,12 @@ pub fn init() {
     callbacks::on_subtransaction(subtransaction);
 }
 
-/// `audit._read_unless_committed(line)`: holds the server-log line of a read event just
+/// `audit_internal._read_unless_committed(line)`: holds the server-log line of a read event just
 /// recorded (sql/reads.sql) until its transaction ends. A read event that rolls back, with its
 /// transaction or its savepoint (`BEGIN; SELECT * FROM audit.search(...); ROLLBACK`), would
 /// leave no trace: its line is then written to the server log, marked
 /// `(not recorded: rolled back)`. At commit the event is kept and the line dropped.
-#[pg_extern(volatile, strict, parallel_unsafe, name = "_read_unless_committed")]
+#[pg_extern(volatile, strict, parallel_unsafe, schema = "audit_internal", name = "_read_unless_committed")]
 #[search_path(pg_catalog, pg_temp)]
 fn read_unless_committed(line: &str) {
     let sub = backend::subtransaction_id();
@@ -67,7 +67,8 @@ fn subtransaction(event: SubXact, my_subid: pg_sys::SubTransactionId) {
     if event == SubXact::Abort {
         let gone = KEPT.with(|k| {
             let mut k = k.borrow_mut();
-            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *k).into_iter().partition(|(sub, _)| *sub >= my_subid);
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut *k).into_iter().partition(|(sub, _)| *sub >= my_subid);
             *k = kept;
             gone
         });
@@ -76,7 +77,7 @@ fn subtransaction(event: SubXact, my_subid: pg_sys::SubTransactionId) {
 }
 
 /// Records one call of a reading function: `action` (`audit.search`, ...), its arguments and
-/// the rows it returned. Runs `audit._read_event` as the extension's owner: it is audit_ext's
+/// the rows it returned. Runs `audit_internal._read_event` as the extension's owner: it is audit_ext's
 /// own statement with typed parameters only (src/pg/elevate.rs), and readers and viewers may
 /// not insert into the log themselves.
 pub fn record(action: &str, arguments: serde_json::Value, rows: i64) {
@@ -89,7 +90,7 @@ pub fn record(action: &str, arguments: serde_json::Value, rows: i64) {
     // the previous version's SQL objects, without the recorder: the read goes to the server
     // log rather than fail (verify says in its guards row that the update is due).
     let current = crate::status::read_text(
-        "SELECT (pg_catalog.to_regprocedure('audit._read_event(text, jsonb, bigint)') IS NOT NULL)::text",
+        "SELECT (pg_catalog.to_regprocedure('audit_internal._read_event(text, jsonb, bigint)') IS NOT NULL)::text",
     );
     if current.as_deref() != Some("true") {
         pgrx::log!(
@@ -101,7 +102,7 @@ pub fn record(action: &str, arguments: serde_json::Value, rows: i64) {
     crate::pg::elevate::as_owner(|| {
         let spi = crate::pg::spi::Connection::open();
         spi.run(
-            c"SELECT audit._read_event($1, $2, $3)",
+            c"SELECT audit_internal._read_event($1, $2, $3)",
             &[
                 (pg_sys::TEXTOID, Some(Value::from_text(action.as_bytes()))),
                 (pg_sys::JSONBOID, Some(Value::parse_jsonb(&json_cstring(&arguments)))),
@@ -141,11 +142,11 @@ fn cut_to(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// `audit._read_arguments(arguments)`: the arguments of a read as its event keeps them: as
+/// `audit_internal._read_arguments(arguments)`: the arguments of a read as its event keeps them: as
 /// they are when their text fits in 8 kB and a quarter of `audit_ext.max_event_bytes`, else
 /// `{"truncated": <the first bytes of their text>}`, so that a read never fails on the size
 /// limit (the setting is read here, in the library, where a session cannot shadow it).
-#[pg_extern(stable, strict, parallel_safe, name = "_read_arguments")]
+#[pg_extern(stable, strict, parallel_safe, schema = "audit_internal", name = "_read_arguments")]
 #[search_path(pg_catalog, pg_temp)]
 fn read_arguments(arguments: pgrx::JsonB) -> pgrx::JsonB {
     let max = MAX_TEXT_BYTES.min(usize::try_from(crate::gucs::MAX_EVENT_BYTES.get() / 4).unwrap_or(0));

@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 /// `{condition, param 1, param 2, ...}` for `query`: one array, so that PL/pgSQL evaluates the
 /// call as a simple expression (no SPI round trip, measured at about a tenth of a millisecond
 /// per search) and passes `t[2:]` as the parameter array.
-#[pg_extern(immutable, parallel_safe, strict, name = "_translate")]
+#[pg_extern(immutable, parallel_safe, strict, schema = "audit_internal", name = "_translate")]
 fn translate(query: &str) -> Vec<String> {
     let q = query::parse(query).unwrap_or_else(|e| crate::error::raise(e));
     let t = query::translate(&q);

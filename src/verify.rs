@@ -268,10 +268,10 @@ fn verify(
     TableIterator::new(rows)
 }
 
-/// `audit._verify_range(from_id, to_id)`: verify as `audit.report` runs it for its integrity
+/// `audit_internal._verify_range(from_id, to_id)`: verify as `audit.report` runs it for its integrity
 /// section. Not recorded as `audit.verify`: the report records itself. The extension's owner
 /// only (the report runs as it).
-#[pg_extern(volatile, parallel_unsafe, name = "_verify_range")]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_verify_range")]
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn verify_range(

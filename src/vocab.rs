@@ -1,7 +1,7 @@
 //! The event vocabulary: the values of `status` and `severity`, and every module and action
 //! audit_ext writes itself. The one owner of these names: `audit.record` refuses the reserved
 //! ones (src/record.rs), direct inserts are checked against them (src/append.rs), and every
-//! event audit_ext records through `audit._event` must be listed here (`audit._own_action`
+//! event audit_ext records through `audit_internal._event` must be listed here (`audit_internal._own_action`
 //! refuses any other, so a new event name cannot be added in SQL alone). README "Events
 //! audit_ext records itself" lists the same.
 
@@ -128,10 +128,10 @@ impl crate::error::SqlError for BadSeverity {
     }
 }
 
-/// `audit._check_severity(severity, caller)`: true when `severity` is one of [`SEVERITIES`],
+/// `audit_internal._check_severity(severity, caller)`: true when `severity` is one of [`SEVERITIES`],
 /// else 22023 naming `caller`. The SQL functions that take a severity (`audit.create_alert`)
 /// check it here, so that the list has one owner.
-#[pg_extern(immutable, parallel_safe, name = "_check_severity")]
+#[pg_extern(immutable, parallel_safe, schema = "audit_internal", name = "_check_severity")]
 fn check_severity(severity: Option<&str>, caller: &str) -> bool {
     match severity {
         Some(s) if SEVERITIES.contains(&s) => true,
@@ -158,9 +158,9 @@ impl crate::error::SqlError for NotInVocabulary {
     }
 }
 
-/// `audit._own_action(action, module)`: `action` itself when audit_ext writes it under
-/// `module`, else an internal error (XX000). `audit._event` passes every event through it.
-#[pg_extern(immutable, strict, parallel_safe, name = "_own_action")]
+/// `audit_internal._own_action(action, module)`: `action` itself when audit_ext writes it under
+/// `module`, else an internal error (XX000). `audit_internal._event` passes every event through it.
+#[pg_extern(immutable, strict, parallel_safe, schema = "audit_internal", name = "_own_action")]
 fn own_action(action: &str, module: &str) -> String {
     if !own(action, module) {
         raise(NotInVocabulary { action: action.into(), module: module.into() });

@@ -52,7 +52,7 @@ BEGIN
     -- considered: the partition worker or audit.ensure_partitions() gives them partitions.
 
     IF NOT dry_run THEN
-        PERFORM audit._begin_maintenance();
+        PERFORM audit_internal._begin_maintenance();
     END IF;
     FOR p IN
         SELECT pt.* FROM audit.partitions pt
@@ -69,12 +69,12 @@ BEGIN
                                  p.name, p.class, p.from_at, p.to_at),
                 HINT = 'Retention drops nothing while the list of partitions disagrees with the partitions; run audit.verify(), which reports the partition, and restore audit.partitions.';
         END IF;
-        k := audit._partition_keep(p.name, p.class);
+        k := audit_internal._partition_keep(p.name, p.class);
         CONTINUE WHEN k IS NULL OR p.to_at > now() - k;
         IF NOT dry_run THEN
-            PERFORM audit._lock(format('audit.%I', p.name), 'SHARE');
+            PERFORM audit_internal._lock(format('audit.%I', p.name), 'SHARE');
             -- it may have gained an event with a longer period meanwhile
-            k := audit._partition_keep(p.name, p.class);
+            k := audit_internal._partition_keep(p.name, p.class);
             CONTINUE WHEN k IS NULL OR p.to_at > now() - k;
         END IF;
         EXECUTE format($q$
@@ -130,8 +130,8 @@ BEGIN
                                              'keep', k);
     END LOOP;
     IF dry_run OR cardinality(todo) = 0 THEN
-        PERFORM audit._apply_tiers() WHERE NOT dry_run;
-        PERFORM audit._end_maintenance();
+        PERFORM audit_internal._apply_tiers() WHERE NOT dry_run;
+        PERFORM audit_internal._end_maintenance();
         RETURN;
     END IF;
 
@@ -172,15 +172,15 @@ BEGIN
     -- takes ACCESS SHARE on every partition of its class while it holds the parent, so locking
     -- a partition before the parent deadlocks with it (measured: t_90, apply_retention while
     -- pgbench writes). Both with the 2 s lock_timeout and a clear 55P03.
-    PERFORM audit._lock('ONLY audit.events', 'ACCESS EXCLUSIVE');
+    PERFORM audit_internal._lock('ONLY audit.events', 'ACCESS EXCLUSIVE');
     FOR i IN 1 .. cardinality(todo) LOOP
-        PERFORM audit._lock(format('audit.%I', todo[i].name), 'ACCESS EXCLUSIVE');
+        PERFORM audit_internal._lock(format('audit.%I', todo[i].name), 'ACCESS EXCLUSIVE');
     END LOOP;
 
     -- Recorded before anything is dropped, in the hash-chained log itself: audit.verify()
     -- starts each chain from these anchors.
-    ev := audit._event('retention.applied', 'retention', 'partition', NULL, NULL, NULL,
-            audit._retention_applied(parts, total, merged, archive_dir),
+    ev := audit_internal._event('retention.applied', 'retention', 'partition', NULL, NULL, NULL,
+            audit_internal._retention_applied(parts, total, merged, archive_dir),
             format('%s event(s) in %s partition(s) dropped by retention', total, cardinality(todo)));
 
     DELETE FROM audit.retention_anchors;
@@ -193,8 +193,8 @@ BEGIN
         EXECUTE format('DROP TABLE audit.%I', p.name);
         UPDATE audit.partitions pt SET dropped_at = now(), dropped_by = ev WHERE pt.name = p.name;
     END LOOP;
-    PERFORM audit._apply_tiers();
-    PERFORM audit._end_maintenance();
+    PERFORM audit_internal._apply_tiers();
+    PERFORM audit_internal._end_maintenance();
 END
 $$;
 COMMENT ON FUNCTION audit.apply_retention IS

@@ -5,7 +5,7 @@
 -- policies of the actions in it (NULL: some must be kept forever). Policies may have changed
 -- since the events were filed, and a direct INSERT may have filed one under class 0: each
 -- action's own period counts. The actions are read with a skip scan of the (action, at) index.
-CREATE FUNCTION audit._partition_keep(part text, cls integer) RETURNS interval
+CREATE FUNCTION audit_internal._partition_keep(part text, cls integer) RETURNS interval
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -46,8 +46,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'action_pattern must not be NULL',
             HINT = 'Use ''*'' for the default policy, or a pattern such as ''authentication.*''.';
     END IF;
-    PERFORM audit._check_pattern(action_pattern);
-    PERFORM audit._begin_maintenance();
+    PERFORM audit_internal._check_pattern(action_pattern);
+    PERFORM audit_internal._begin_maintenance();
     IF k < interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('keep %s is negative', keep),
             HINT = 'Give how long events are kept, e.g. interval ''90 days''; ''0'' or NULL keeps them forever.';
@@ -63,13 +63,13 @@ BEGIN
         INSERT INTO audit.retention (class, pattern, keep) VALUES (cls, action_pattern, k);
         -- The class's partitions, committed with the class itself: no writer can file an
         -- event under it before they exist, so none lands in the default partition.
-        PERFORM audit._ensure_partitions(audit._default_ahead());
+        PERFORM audit_internal._ensure_partitions(audit_internal._default_ahead());
     END IF;
-    PERFORM audit._retention_changed();
-    PERFORM audit._event('retention.set', 'retention', 'retention_policy', action_pattern, action_pattern,
+    PERFORM audit_internal._retention_changed();
+    PERFORM audit_internal._event('retention.set', 'retention', 'retention_policy', action_pattern, action_pattern,
             CASE WHEN prev.class IS NOT NULL THEN jsonb_build_object('keep', coalesce(prev.keep::text, 'forever')) END,
             jsonb_build_object('keep', coalesce(k::text, 'forever'), 'retention_class', cls));
-    PERFORM audit._end_maintenance();
+    PERFORM audit_internal._end_maintenance();
     RETURN QUERY SELECT action_pattern, k, cls;
 END
 $$;

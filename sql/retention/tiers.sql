@@ -5,7 +5,7 @@
 -- tier is removed.
 -- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
 -- controls runs with its rights (path pinned, names qualified, values as parameters, no temp objects).
-CREATE FUNCTION audit._apply_tiers() RETURNS TABLE (partition text, tablespace name)
+CREATE FUNCTION audit_internal._apply_tiers() RETURNS TABLE (partition text, tablespace name)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '2s'
     SET TimeZone = 'UTC'
@@ -14,7 +14,7 @@ DECLARE
     p record;
     i record;
 BEGIN
-    PERFORM audit._begin_maintenance();
+    PERFORM audit_internal._begin_maintenance();
     FOR p IN
         SELECT pt.name, c.oid AS rel, tgt.tablespace AS target
         FROM audit.partitions pt
@@ -58,7 +58,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('tablespace %I does not exist', tablespace),
             HINT = 'Create it first (CREATE TABLESPACE ... LOCATION ...), or pass NULL to remove this tier.';
     END IF;
-    PERFORM audit._begin_maintenance();
+    PERFORM audit_internal._begin_maintenance();
     SELECT * INTO prev FROM audit.tiers t WHERE t.older_than = set_tier.older_than;
     IF tablespace IS NULL THEN
         DELETE FROM audit.tiers t WHERE t.older_than = set_tier.older_than;
@@ -69,11 +69,11 @@ BEGIN
     -- the moves (ACCESS EXCLUSIVE on each partition moved) before the event; kept in a
     -- variable, never a temporary table (a session's own temp table of that name, with a
     -- trigger, would run as the definer)
-    SELECT array_agg(m.partition), array_agg(m.tablespace) INTO moved, spaces FROM audit._apply_tiers() m;
-    PERFORM audit._event('retention.tier', 'retention', 'tier', older_than::text, older_than::text,
+    SELECT array_agg(m.partition), array_agg(m.tablespace) INTO moved, spaces FROM audit_internal._apply_tiers() m;
+    PERFORM audit_internal._event('retention.tier', 'retention', 'tier', older_than::text, older_than::text,
             CASE WHEN prev.older_than IS NOT NULL THEN jsonb_build_object('tablespace', prev.tablespace) END,
             CASE WHEN tablespace IS NOT NULL THEN jsonb_build_object('tablespace', tablespace) END);
-    PERFORM audit._end_maintenance();
+    PERFORM audit_internal._end_maintenance();
     RETURN QUERY SELECT m.p, m.s FROM unnest(moved, spaces) m(p, s);
 END
 $$;

@@ -9,7 +9,7 @@ pub mod rows;
 
 #[derive(thiserror::Error, Debug)]
 pub enum CaptureError {
-    #[error("audit.capture_rows() fired in the wrong way: {0}")]
+    #[error("audit_internal.capture_rows() fired in the wrong way: {0}")]
     NotCaptureTrigger(&'static str),
     #[error("the capture trigger on {table} has invalid arguments: {problem}")]
     BadTriggerArgs { table: String, problem: String },
@@ -28,7 +28,7 @@ impl crate::error::SqlError for CaptureError {
     }
     fn hint(&self) -> Option<String> {
         Some(match self {
-            CaptureError::NotCaptureTrigger(_) => "Start capture with audit.track(tbl); do not attach audit.capture_rows() by hand.".into(),
+            CaptureError::NotCaptureTrigger(_) => "Start capture with audit.track(tbl); do not attach audit_internal.capture_rows() by hand.".into(),
             CaptureError::BadTriggerArgs { .. } => "Run audit.track() on the table again to rebuild its capture triggers.".into(),
             CaptureError::MayNotRead { table, role } => format!("Tracking copies the rows into the log. Its owner can GRANT SELECT ON {table} TO {role} (and USAGE on its schema), or call audit.track() itself."),
         })

@@ -144,7 +144,9 @@ fn record_role_events(events: Vec<RoleEvent>) {
             let module = if action.starts_with("setting.") { "ddl" } else { "role" };
             let object_type = if action.starts_with("setting.") { "setting" } else { "role" };
             Spi::run_with_args(
-                "SELECT audit._event($1, $2, $3, $4, $4, NULL, $5)",
+                &crate::pg::backend::internal_sql("SELECT audit_internal._event($1, $2, $3, $4, $4, NULL, $5)")
+                    .into_string()
+                    .unwrap_or_default(),
                 &[
                     action.as_str().into(),
                     module.into(),

@@ -16,7 +16,6 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CString;
 
 //
 // Where the time of a captured 100,000-row INSERT goes (measured here, ms): the user's own
@@ -69,7 +68,7 @@ fn settings(args: &[String], table: &str) -> Settings {
 }
 
 crate::c_function!(
-    /// `audit.capture_rows()`: the AFTER ... FOR EACH STATEMENT trigger that audit.track() puts on
+    /// `audit_internal.capture_rows()`: the AFTER ... FOR EACH STATEMENT trigger that audit.track() puts on
     /// a table (one per operation). Two steps, so that no code of the table's owner or writer
     /// runs with elevated rights (src/pg/elevate.rs):
     /// 1. as the role whose statement fired it: the row images (`to_jsonb` of each row, which
@@ -146,7 +145,7 @@ crate::c_function!(
     /// `audit.track(tbl, exclude_columns, mask_columns, operations, skip_unchanged)`: checks, for
     /// the real caller, that it may read the table (SELECT on it or membership in its owner, and
     /// USAGE on its schema): tracking copies the table's rows into the log, which the caller's
-    /// readers then see. Then runs `audit._track(...)` (sql/capture/rows.sql, executable by the
+    /// readers then see. Then runs `audit_internal._track(...)` (sql/capture/rows.sql, executable by the
     /// extension's owner only) as the owner. A C function, not SECURITY DEFINER, because only
     /// before the switch is the caller known.
     pg_finfo_audit_track,
@@ -178,9 +177,9 @@ crate::c_function!(
         let values: Vec<(pg_sys::Oid, Option<Value>)> = types.iter().enumerate().map(|(i, t)| (*t, call.arg(i))).collect();
         crate::pg::elevate::as_owner(|| {
             let spi = spi::Connection::open();
-            let rc = spi.run(c"SELECT audit._track($1, $2, $3, $4, $5)", &values, false);
+            let rc = spi.run(&backend::internal_sql("SELECT audit_internal._track($1, $2, $3, $4, $5)"), &values, false);
             if rc != pg_sys::SPI_OK_SELECT as i32 {
-                pgrx::error!("audit_ext: audit._track failed ({rc})");
+                pgrx::error!("audit_ext: audit_internal._track failed ({rc})");
             }
         });
         Some(Value::void())
@@ -203,7 +202,7 @@ fn prepare(spi: &spi::Connection, op: Op, nkeys: usize, masked: bool, partition:
             (1..=n).map(|i| format!("{j} -> $4[{i}]")).collect::<Vec<_>>().join(", ")
         ),
     };
-    let image = |x: &str| if masked { format!("audit._mask({x}, $3)") } else { x.to_string() };
+    let image = |x: &str| if masked { format!("audit_internal._mask({x}, $3)") } else { x.to_string() };
     let cols =
         "INSERT INTO audit.events (retention_class, action, module, object_type, object_name, object_id, old, new)";
     let sql = match op {
@@ -233,7 +232,7 @@ fn prepare(spi: &spi::Connection, op: Op, nkeys: usize, masked: bool, partition:
             if partition { "jsonb_build_object('partition', $6)" } else { "NULL" }
         ),
     };
-    let sql = CString::new(sql).unwrap();
+    let sql = backend::internal_sql(&sql);
     let types = [
         pg_sys::TEXTOID,
         pg_sys::TEXTARRAYOID,
@@ -254,7 +253,11 @@ fn table_identity(relid: pg_sys::Oid) -> (pg_sys::Oid, Vec<String>) {
     Spi::connect(|client| {
         let row = client
             .select(
-                "SELECT audit._root($1)::oid, coalesce(audit._key_columns(audit._root($1)), '{}')",
+                &backend::internal_sql(
+                    "SELECT audit_internal._root($1)::oid, coalesce(audit_internal._key_columns(audit_internal._root($1)), '{}')",
+                )
+                .into_string()
+                .unwrap_or_default(),
                 Some(1),
                 &[relid.into()],
             )

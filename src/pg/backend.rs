@@ -153,6 +153,18 @@ pub fn relid_in(ns: pg_sys::Oid, name: &CStr) -> Option<pg_sys::Oid> {
     (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
+/// `sql` as this database's SQL objects of audit_ext name their internal functions: as written
+/// (`audit_internal.<name>`), or `audit.<name>` where the database still has version 0.1.0's
+/// objects (one library serves every version until `ALTER EXTENSION audit_ext UPDATE`).
+pub fn internal_sql(sql: &str) -> CString {
+    let sql = if namespace_oid(c"audit_internal").is_some() {
+        std::borrow::Cow::Borrowed(sql)
+    } else {
+        std::borrow::Cow::Owned(sql.replace("audit_internal.", "audit."))
+    };
+    CString::new(sql.as_bytes()).expect("audit_ext: NUL in its own SQL")
+}
+
 /// The oid of audit_ext's relation `audit.<name>`, None when there is none.
 pub fn audit_relid(name: &CStr) -> Option<pg_sys::Oid> {
     namespace_oid(c"audit").and_then(|ns| relid_in(ns, name))

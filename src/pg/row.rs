@@ -1,5 +1,5 @@
 //! A composite value passed to a function (a row of `audit.events` as `audit.hash_event(e)`
-//! and `audit._export_line(format, e)` take it), deformed into its columns.
+//! and `audit_internal._export_line(format, e)` take it), deformed into its columns.
 
 use super::tuple::Tuple;
 use super::value::Value;

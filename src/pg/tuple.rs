@@ -1,7 +1,7 @@
 //! [`Tuple`]: a heap tuple deformed into its columns, read and written as [`Value`]s whose
 //! types come from the tuple's descriptor. The insert trigger (src/append.rs), the alert
 //! trigger, verify's cursor and the composite arguments of `audit.hash_event(e)` and
-//! `audit._export_line(format, e)` all read events through it.
+//! `audit_internal._export_line(format, e)` all read events through it.
 
 use super::value::Value;
 use pgrx::{pg_sys, PgTupleDesc};

@@ -1,7 +1,7 @@
 //! The format of a `retention.applied` event's `new`: what `audit.apply_retention` dropped and
 //! the anchors that keep every chain verifiable across the gap. The one owner of its keys:
 //! apply_retention (sql/retention/apply.sql) builds the event through
-//! `audit._retention_applied()`, which refuses a key it does not know, and audit.verify()
+//! `audit_internal._retention_applied()`, which refuses a key it does not know, and audit.verify()
 //! reads it back through [`Applied::parse`]. docs/hash-format.md "Retention" describes it for
 //! outside verifiers (tests/tools/verify_export.py).
 
@@ -87,10 +87,10 @@ impl crate::error::SqlError for BadApplied {
     }
 }
 
-/// `audit._retention_applied(partitions, events, anchors, archive_dir)`: the `new` of a
+/// `audit_internal._retention_applied(partitions, events, anchors, archive_dir)`: the `new` of a
 /// retention.applied event, checked against [`Applied`] (an internal error, XX000, if
 /// apply_retention's JSON has a key it does not know or lacks one).
-#[pg_extern(immutable, parallel_safe, name = "_retention_applied")]
+#[pg_extern(immutable, parallel_safe, schema = "audit_internal", name = "_retention_applied")]
 fn retention_applied(partitions: JsonB, events: i64, anchors: Option<JsonB>, archive_dir: Option<&str>) -> JsonB {
     let given_parts = partitions.0;
     let given_anchors = anchors.map(|a| a.0).unwrap_or(serde_json::Value::Null);

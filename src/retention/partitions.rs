@@ -40,10 +40,10 @@ thread_local! {
     static IN_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// `audit._partition_period()`: `audit_ext.partition_period` ('day', 'week' or 'month'). A C
+/// `audit_internal._partition_period()`: `audit_ext.partition_period` ('day', 'week' or 'month'). A C
 /// function rather than `current_setting()`, so that calling it loads the library (and with it
 /// the setting) in a session that has not used audit_ext yet.
-#[pg_extern(stable, parallel_safe, name = "_partition_period")]
+#[pg_extern(stable, parallel_safe, schema = "audit_internal", name = "_partition_period")]
 fn partition_period() -> &'static str {
     gucs::PARTITION_PERIOD.get().name()
 }
@@ -129,7 +129,7 @@ fn load_parts(class: i32) -> Vec<Part> {
 /// Called by the chain trigger for every event: starts the partition worker when the class's
 /// partitions end within one period. Two thread-local reads in the common case. (An event
 /// that landed in the default partition is not a reason: the worker never moves events, see
-/// `audit._ensure_partitions`.)
+/// `audit_internal._ensure_partitions`.)
 pub fn after_route(class: i32) {
     if IN_WORKER.get() || gucs::restoring() || !gucs::PARTITION_WORKER.get() {
         return;
@@ -164,7 +164,7 @@ fn launch() {
 }
 
 /// The partition worker: creates the partitions that are missing, in its own transaction,
-/// then exits. Started by [`after_route`]; see `audit._ensure_partitions` in retention.sql.
+/// then exits. Started by [`after_route`]; see `audit_internal._ensure_partitions` in retention.sql.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn audit_ext_partition_worker(arg: pg_sys::Datum) {
@@ -180,10 +180,13 @@ pub extern "C-unwind" fn audit_ext_partition_worker(arg: pg_sys::Datum) {
         Spi::run("SET LOCAL search_path = pg_catalog, pg_temp").expect("audit_ext: pinning search_path failed");
         // Another worker or a retention function is at it: nothing to add, and no worker
         // should queue behind it holding a max_worker_processes slot.
-        if Spi::get_one::<bool>("SELECT audit._try_maintenance()") != Ok(Some(true)) {
+        let internal = |sql: &str| backend::internal_sql(sql).into_string().unwrap_or_default();
+        if Spi::get_one::<bool>(&internal("SELECT audit_internal._try_maintenance()")) != Ok(Some(true)) {
             return;
         }
-        if let Err(e) = Spi::run("SELECT pg_catalog.count(*) FROM audit._ensure_partitions(audit._default_ahead())") {
+        if let Err(e) = Spi::run(&internal(
+            "SELECT pg_catalog.count(*) FROM audit_internal._ensure_partitions(audit_internal._default_ahead())",
+        )) {
             pgrx::log!("audit_ext partition worker: {e}");
         }
     });

@@ -74,8 +74,8 @@ fn retention_class(action: &str) -> i32 {
     class_of(action)
 }
 
-/// `audit._check_pattern(pattern)`: raises 22023 unless `pattern` is a valid policy pattern.
-#[pg_extern(immutable, strict, parallel_safe, name = "_check_pattern")]
+/// `audit_internal._check_pattern(pattern)`: raises 22023 unless `pattern` is a valid policy pattern.
+#[pg_extern(immutable, strict, parallel_safe, schema = "audit_internal", name = "_check_pattern")]
 fn check_pattern(pattern: &str) -> bool {
     if !valid_pattern(pattern) {
         raise(RetentionError::BadPattern(pattern.to_string()));
@@ -83,9 +83,9 @@ fn check_pattern(pattern: &str) -> bool {
     true
 }
 
-/// `audit._retention_changed()`: makes every backend reload the policies (called by
+/// `audit_internal._retention_changed()`: makes every backend reload the policies (called by
 /// `audit.set_retention` after it changed `audit.retention`).
-#[pg_extern(volatile, parallel_unsafe, name = "_retention_changed")]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_retention_changed")]
 fn retention_changed() {
     for t in [c"retention", c"partitions"] {
         if let Some(oid) = backend::audit_relid(t) {

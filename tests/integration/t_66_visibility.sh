@@ -145,8 +145,8 @@ assert_match "sneaky" "$(as_role vis_reader -c "SELECT string_agg(message, ' ') 
 tamper "DROP POLICY sneaky ON audit.events; ALTER POLICY audit_viewers ON audit.events USING (true)" >/dev/null
 assert_match "policy audit_viewers on audit.events is not as audit_ext made it" "$(sql "SELECT reason FROM audit.verify() WHERE chain IS NULL")" \
   "one of audit_ext's policies altered is reported"
-tamper "ALTER POLICY audit_viewers ON audit.events USING (actor OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[])
-        OR (metadata OPERATOR(pg_catalog.->>) 'db_user') OPERATOR(pg_catalog.=) ANY ((SELECT audit._visible_roles())::text[]))" >/dev/null
+tamper "ALTER POLICY audit_viewers ON audit.events USING (actor OPERATOR(pg_catalog.=) ANY ((SELECT audit_internal._visible_roles())::text[])
+        OR (metadata OPERATOR(pg_catalog.->>) 'db_user') OPERATOR(pg_catalog.=) ANY ((SELECT audit_internal._visible_roles())::text[]))" >/dev/null
 assert_eq "" "$(sql "SELECT reason FROM audit.verify() WHERE chain IS NULL")" "and clean again once restored"
 tamper "ALTER TABLE audit.events DISABLE ROW LEVEL SECURITY" >/dev/null
 assert_match "row level security is off on audit.events" "$(sql "SELECT reason FROM audit.verify() WHERE chain IS NULL")" \

@@ -113,9 +113,36 @@ assert_eq "0|512" "$(sql "SET audit_ext.max_event_bytes = 2048; SELECT count(*) 
 # the module and the actions are audit_ext's own
 sql_expect_error 22023 "SELECT audit.record('x.y', module => 'audit')" "audit.record refuses module audit (22023)" -U ra_writer
 sql_expect_error 22023 "SELECT audit.record('audit.search')" "and the action audit.search under any module" -U ra_writer
-sql_expect_error 42501 "SELECT audit._read_event('audit.search', '{}', 1)" "a writer cannot write read events itself (42501)" -U ra_writer
-sql_expect_error 22023 "SELECT audit._read_event('row.update', '{}', 1)" "nor a reader anything but a read (22023)" -U ra_reader
+sql_expect_error 42501 "SELECT audit_internal._read_event('audit.search', '{}', 1)" "a writer cannot write read events itself (42501)" -U ra_writer
+sql_expect_error 22023 "SELECT audit_internal._read_event('row.update', '{}', 1)" "nor a reader anything but a read (22023)" -U ra_reader
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "every read event is chained: verify passes"
+
+# a damaged log refuses new events at its damaged heads: a read (verify above all) still runs,
+# says so in a WARNING, and its event goes to the server log
+sql "SELECT count(audit.record('fill.' || c)) FROM generate_series(1, 8) c" >/dev/null
+tamper "UPDATE audit.events e SET hash = '\\x00' WHERE (e.chain, e.seq) IN (SELECT chain, max(seq) FROM audit.events GROUP BY chain)" >/dev/null
+start=$(stat -c %s "$log")
+out=$(as_role ra_reader -c "SELECT bool_and(ok) FROM audit.verify()" 2>&1)
+assert_match "^WARNING:  audit_ext: this read of the log could not be recorded: .*the log was edited" "$(head -n 1 <<<"$out")" \
+  "verify of a log with every chain head damaged still runs, with a WARNING that its read was not recorded"
+assert_eq "f" "$(tail -n 1 <<<"$out")" "and finds the damage"
+sleep 0.3
+assert_match 'AUDIT: action=audit.verify actor="ra_reader" .*\(not recorded: .*the log was edited' \
+  "$(tail -c +$((start + 1)) "$log" | grep -o 'AUDIT: action=audit.verify.*' | tail -1)" "its event is a server-log line instead"
+
+# ---- psql-first: \df audit.* lists what users call ------------------------------------------
+df=$(psql -X -U ra_reader -c '\df audit.*')
+assert_eq "0" "$(grep -cE '^ audit +\| +(_|capture_rows|capture_ddl|chain_event|refuse_change|evaluate_alerts)' <<<"$df" || true)" \
+  "\\df audit.* lists no internal helper, trigger or event-trigger function"
+assert_match "\| search +\|.*\| verify +\|" "$(tr '\n' ' ' <<<"$df")" "and does list search, verify and the rest"
+assert_match "^[1-9][0-9]+$" "$(psql -XAtq -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'audit_internal'::regnamespace")" \
+  "the internal functions are in schema audit_internal"
+sql_expect_error 42501 "CREATE FUNCTION audit_internal.extra() RETURNS int LANGUAGE sql AS 'SELECT 1'" \
+  "the guards protect audit_internal as they protect audit: a superuser's CREATE FUNCTION there is refused (42501)"
+sql_expect_error 42501 "CREATE OR REPLACE FUNCTION audit_internal._restoring() RETURNS boolean LANGUAGE sql AS 'SELECT true'" \
+  "and so is replacing one of its functions (a guard helper made to say 'restoring')"
+sql_expect_error 42501 "CREATE FUNCTION audit_internal.extra() RETURNS int LANGUAGE sql AS 'SELECT 1'" \
+  "a role without CREATE there is refused by the privileges first" -U ra_admin
 
 # ---- audit_ext.audit_reads, with the library preloaded ----------------------------------------
 # without the library preloaded the setting cannot take effect, and audit.status() says so

@@ -27,7 +27,7 @@ SELECT line FROM (
                   coalesce(p.proacl::text, '(default)'),
                   E'\n' || CASE WHEN p.prokind IN ('f', 'p', 'w')
                                 THEN pg_get_functiondef(p.oid) ELSE '' END)
-    FROM pg_proc p WHERE p.pronamespace = 'audit'::regnamespace
+    FROM pg_proc p WHERE p.pronamespace IN ('audit'::regnamespace, 'audit_internal'::regnamespace)
     UNION ALL
     SELECT format('relation %s kind=%s member=%s acl=%s rls=%s forced=%s', r.relname, r.relkind,
                   EXISTS (SELECT FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = r.oid),
@@ -65,7 +65,8 @@ SELECT line FROM (
     UNION ALL
     SELECT format('comment on %s: %s', pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description)
     FROM pg_description d
-    WHERE (d.classoid = 'pg_proc'::regclass AND d.objoid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'audit'::regnamespace))
+    WHERE (d.classoid = 'pg_proc'::regclass AND d.objoid IN (SELECT oid FROM pg_proc WHERE pronamespace IN ('audit'::regnamespace, 'audit_internal'::regnamespace)))
+       OR (d.classoid = 'pg_namespace'::regclass AND d.objoid IN ('audit'::regnamespace, 'audit_internal'::regnamespace))
        OR (d.classoid = 'pg_class'::regclass AND d.objoid IN (SELECT oid FROM rel))
     UNION ALL
     SELECT format('role %s login=%s super=%s member of %s', ro.rolname, ro.rolcanlogin, ro.rolsuper,
@@ -73,7 +74,9 @@ SELECT line FROM (
                             JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = ro.oid), '-'))
     FROM pg_roles ro WHERE ro.rolname LIKE 'audit\_%'
     UNION ALL
-    SELECT format('schema audit acl=%s', n.nspacl) FROM pg_namespace n WHERE n.nspname = 'audit'
+    SELECT format('schema %s acl=%s member=%s', n.nspname, n.nspacl,
+                  EXISTS (SELECT FROM ext WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = n.oid))
+    FROM pg_namespace n WHERE n.nspname IN ('audit', 'audit_internal')
     UNION ALL
     SELECT format('settings: retention %s', (SELECT string_agg(format('%s=%s', x.pattern, x.keep), ',' ORDER BY x.pattern)
                                           FROM audit.retention x))

@@ -80,7 +80,7 @@ SELECT try($$ SELECT audit.create_alert('sev_check', 'action:a.*', severity => N
 -- Internal owners refuse what they do not describe (a bug of audit_ext would be XX000, not
 -- silently recorded): an event name src/vocab.rs does not list, a retention.applied key
 -- src/retention/anchor.rs does not know.
-SELECT try($$ SELECT audit._event('row.inserted', 'capture', 'table', NULL, 'x') $$);
-SELECT try($$ SELECT audit._event('alert.fired', 'capture', 'table', NULL, 'x') $$);
-SELECT try($$ SELECT audit._retention_applied('[]', 0, '[{"chain": 1, "from_seq": 1, "to_seq": 2, "to_hash": "00", "extra": 1}]', NULL) $$);
-SELECT audit._retention_applied('[]', 0, NULL, NULL) AS applied_without_anchors;
+SELECT try($$ SELECT audit_internal._event('row.inserted', 'capture', 'table', NULL, 'x') $$);
+SELECT try($$ SELECT audit_internal._event('alert.fired', 'capture', 'table', NULL, 'x') $$);
+SELECT try($$ SELECT audit_internal._retention_applied('[]', 0, '[{"chain": 1, "from_seq": 1, "to_seq": 2, "to_hash": "00", "extra": 1}]', NULL) $$);
+SELECT audit_internal._retention_applied('[]', 0, NULL, NULL) AS applied_without_anchors;

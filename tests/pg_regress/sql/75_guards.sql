@@ -6,7 +6,7 @@ SELECT try($$ ALTER TABLE audit.events ALTER COLUMN txid TYPE numeric $$);
 SELECT try($$ ALTER TABLE audit.events RENAME COLUMN actor TO who $$);
 SELECT try($$ DROP TRIGGER append_only ON audit.events $$);
 SELECT try($$ ALTER TRIGGER append_only ON audit.events RENAME TO off $$);
-SELECT try($$ CREATE TRIGGER zzz_after BEFORE INSERT ON audit.events FOR EACH ROW EXECUTE FUNCTION audit.chain_event() $$);
+SELECT try($$ CREATE TRIGGER zzz_after BEFORE INSERT ON audit.events FOR EACH ROW EXECUTE FUNCTION audit_internal.chain_event() $$);
 SELECT try($$ CREATE RULE drop_all AS ON INSERT TO audit.events DO INSTEAD NOTHING $$);
 SELECT try($$ CREATE POLICY hide ON audit.events USING (false) $$);
 -- PostgreSQL's own guard: extension members cannot be dropped one by one.

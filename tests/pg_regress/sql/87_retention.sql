@@ -26,7 +26,7 @@ SELECT try($$ SELECT * FROM audit.ensure_partitions(interval '50 years') $$);
 -- every class from the current period to now() + ahead; a second call has nothing to do.
 SELECT count(*) >= 0 AS created FROM audit.ensure_partitions(interval '2 months');
 SELECT count(*) AS waiting_in_default FROM ONLY audit.events_default;
-SELECT count(*) AS uncovered FROM generate_series(audit._period_start(now(), 'month'), now() + interval '2 months',
+SELECT count(*) AS uncovered FROM generate_series(audit_internal._period_start(now(), 'month'), now() + interval '2 months',
                                                   interval '1 hour') t
 WHERE NOT EXISTS (SELECT FROM audit.partitions p WHERE p.class = 0 AND p.dropped_at IS NULL
                   AND p.from_at <= t AND t < p.to_at);
