@@ -783,6 +783,9 @@ SELECT e.id, e.at, e.action, e.status, e.module, e.object_type, e.object_id, e.o
 FROM audit.events e
 WHERE (e.old IS NOT NULL OR e.new IS NOT NULL)
   AND (e.actor = session_user OR e.metadata ->> 'db_user' = session_user)
+  -- reads of the log (sql/reads.sql) are not changes
+  AND NOT (e.module = 'audit' AND e.action IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
+                                               'audit.explain_query', 'audit.summary', 'audit.read', 'audit.report'))
 ORDER BY e.id DESC;
 COMMENT ON VIEW audit.my_changes IS 'Changes made in sessions of the current login role, newest first.';
 
@@ -790,10 +793,11 @@ COMMENT ON VIEW audit.my_changes IS 'Changes made in sessions of the current log
 -- day (UTC), with since <= at < until (NULL: open), most first.
 CREATE FUNCTION audit.summary(since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, by text DEFAULT 'action')
 RETURNS TABLE (key text, count bigint)
-    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    n bigint;
     expr text := CASE by WHEN 'day' THEN 'to_char(e.at AT TIME ZONE ''UTC'', ''YYYY-MM-DD'')'
                          WHEN 'action' THEN 'e.action' WHEN 'actor' THEN 'e.actor'
                          WHEN 'object_type' THEN 'e.object_type' WHEN 'status' THEN 'e.status'
@@ -809,6 +813,9 @@ BEGIN
         ' WHERE ($1::timestamptz IS NULL OR e.at >= $1) AND ($2::timestamptz IS NULL OR e.at < $2)'
         ' GROUP BY 1 ORDER BY 2 DESC, 1'
         USING since, until;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- a summary is a read of the log too (sql/reads.sql)
+    PERFORM audit_internal._read_event('audit.summary', jsonb_build_object('since', since, 'until', until, 'by', by), n);
 END
 $$;
 COMMENT ON FUNCTION audit.summary IS 'Event counts by action, actor, object_type, status, module, severity or day.';
@@ -1174,6 +1181,7 @@ DECLARE
     integrity jsonb;
     first_id bigint;
     last_id bigint;
+    line text;
     cp record;
     keep_findings jsonb;
     result jsonb;
@@ -1267,15 +1275,25 @@ BEGIN
         'generated_at', clock_timestamp(), 'generated_by', session_user,
         'integrity', integrity, 'sections', sections);
 
+    line := format('AUDIT: audit.report framework=%s since=%s until=%s by=%s', fw.framework, since, hi, session_user);
     IF pg_catalog.pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' THEN
-        RAISE LOG 'AUDIT: audit.report framework=% since=% until=% by=% (not recorded: %)', fw.framework, since, hi,
-            session_user, CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
+        RAISE LOG '% (not recorded: %)', line,
+            CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
     ELSE
-        PERFORM audit_internal._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
-                             jsonb_build_object('framework', fw.framework, 'since', since, 'until', hi,
-                                                'integrity_ok', integrity -> 'ok',
-                                                'counts', (SELECT jsonb_object_agg(x ->> 'id', x -> 'count')
-                                                           FROM jsonb_array_elements(sections) x)));
+        -- as for every read (sql/reads.sql): a report of a damaged log is still made, its event
+        -- then a server-log line; an event that rolls back leaves its line too
+        BEGIN
+            PERFORM audit_internal._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
+                                 jsonb_build_object('framework', fw.framework, 'since', since, 'until', hi,
+                                                    'integrity_ok', integrity -> 'ok',
+                                                    'counts', (SELECT jsonb_object_agg(x ->> 'id', x -> 'count')
+                                                               FROM jsonb_array_elements(sections) x)));
+            PERFORM audit_internal._read_unless_committed(line);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE LOG '% (not recorded: %)', line, SQLERRM;
+            RAISE WARNING 'audit_ext: this report could not be recorded: %', SQLERRM
+                USING HINT = 'It is in the server log instead. Run audit.verify() if the log may be damaged.';
+        END;
     END IF;
     RETURN result;
 END
@@ -1406,7 +1424,7 @@ GRANT EXECUTE ON FUNCTION audit.report(text, timestamptz, timestamptz), audit.re
 -- The audit of the audit (sql/reads.sql, src/reads.rs): every call of search, export, verify,
 -- row_history and explain_query is recorded, so they are volatile now.
 -- Records one read of the log: module audit, the action of the reading function (audit.search,
--- audit.export, audit.verify, audit.row_history, audit.explain_query) or audit.read (a
+-- audit.export, audit.verify, audit.row_history, audit.explain_query, audit.summary) or audit.read (a
 -- statement that read audit.events, audit_ext.audit_reads), the actor and context as for any
 -- event, in `new` the arguments and the rows returned. Arguments over 8 kB (or a quarter of
 -- audit_ext.max_event_bytes) are kept as their first 8 kB of text, so that a read never fails
@@ -1427,7 +1445,7 @@ DECLARE
     line text;
 BEGIN
     IF action IS NULL OR action NOT IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
-                                         'audit.explain_query', 'audit.read') THEN
+                                         'audit.explain_query', 'audit.summary', 'audit.read') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('audit_internal._read_event(): %s is not a read of the log', coalesce(quote_literal(action), 'NULL')),
             HINT = 'audit_ext records reads itself; record an application''s own events with audit.record().';

@@ -1,7 +1,7 @@
 -- audit_ext: the audit of the audit (src/reads.rs, README "The audit of the audit").
 
 -- Records one read of the log: module audit, the action of the reading function (audit.search,
--- audit.export, audit.verify, audit.row_history, audit.explain_query) or audit.read (a
+-- audit.export, audit.verify, audit.row_history, audit.explain_query, audit.summary) or audit.read (a
 -- statement that read audit.events, audit_ext.audit_reads), the actor and context as for any
 -- event, in `new` the arguments and the rows returned. Arguments over 8 kB (or a quarter of
 -- audit_ext.max_event_bytes) are kept as their first 8 kB of text, so that a read never fails
@@ -22,7 +22,7 @@ DECLARE
     line text;
 BEGIN
     IF action IS NULL OR action NOT IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
-                                         'audit.explain_query', 'audit.read') THEN
+                                         'audit.explain_query', 'audit.summary', 'audit.read') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('audit_internal._read_event(): %s is not a read of the log', coalesce(quote_literal(action), 'NULL')),
             HINT = 'audit_ext records reads itself; record an application''s own events with audit.record().';

@@ -118,6 +118,7 @@ DECLARE
     integrity jsonb;
     first_id bigint;
     last_id bigint;
+    line text;
     cp record;
     keep_findings jsonb;
     result jsonb;
@@ -211,15 +212,25 @@ BEGIN
         'generated_at', clock_timestamp(), 'generated_by', session_user,
         'integrity', integrity, 'sections', sections);
 
+    line := format('AUDIT: audit.report framework=%s since=%s until=%s by=%s', fw.framework, since, hi, session_user);
     IF pg_catalog.pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' THEN
-        RAISE LOG 'AUDIT: audit.report framework=% since=% until=% by=% (not recorded: %)', fw.framework, since, hi,
-            session_user, CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
+        RAISE LOG '% (not recorded: %)', line,
+            CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'hot standby' ELSE 'read-only transaction' END;
     ELSE
-        PERFORM audit_internal._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
-                             jsonb_build_object('framework', fw.framework, 'since', since, 'until', hi,
-                                                'integrity_ok', integrity -> 'ok',
-                                                'counts', (SELECT jsonb_object_agg(x ->> 'id', x -> 'count')
-                                                           FROM jsonb_array_elements(sections) x)));
+        -- as for every read (sql/reads.sql): a report of a damaged log is still made, its event
+        -- then a server-log line; an event that rolls back leaves its line too
+        BEGIN
+            PERFORM audit_internal._event('audit.report', 'audit', 'report', fw.framework, fw.title, NULL,
+                                 jsonb_build_object('framework', fw.framework, 'since', since, 'until', hi,
+                                                    'integrity_ok', integrity -> 'ok',
+                                                    'counts', (SELECT jsonb_object_agg(x ->> 'id', x -> 'count')
+                                                               FROM jsonb_array_elements(sections) x)));
+            PERFORM audit_internal._read_unless_committed(line);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE LOG '% (not recorded: %)', line, SQLERRM;
+            RAISE WARNING 'audit_ext: this report could not be recorded: %', SQLERRM
+                USING HINT = 'It is in the server log instead. Run audit.verify() if the log may be damaged.';
+        END;
     END IF;
     RETURN result;
 END

@@ -66,6 +66,9 @@ SELECT e.id, e.at, e.action, e.status, e.module, e.object_type, e.object_id, e.o
 FROM audit.events e
 WHERE (e.old IS NOT NULL OR e.new IS NOT NULL)
   AND (e.actor = session_user OR e.metadata ->> 'db_user' = session_user)
+  -- reads of the log (sql/reads.sql) are not changes
+  AND NOT (e.module = 'audit' AND e.action IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
+                                               'audit.explain_query', 'audit.summary', 'audit.read', 'audit.report'))
 ORDER BY e.id DESC;
 COMMENT ON VIEW audit.my_changes IS 'Changes made in sessions of the current login role, newest first.';
 
@@ -73,10 +76,11 @@ COMMENT ON VIEW audit.my_changes IS 'Changes made in sessions of the current log
 -- day (UTC), with since <= at < until (NULL: open), most first.
 CREATE FUNCTION audit.summary(since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, by text DEFAULT 'action')
 RETURNS TABLE (key text, count bigint)
-    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    n bigint;
     expr text := CASE by WHEN 'day' THEN 'to_char(e.at AT TIME ZONE ''UTC'', ''YYYY-MM-DD'')'
                          WHEN 'action' THEN 'e.action' WHEN 'actor' THEN 'e.actor'
                          WHEN 'object_type' THEN 'e.object_type' WHEN 'status' THEN 'e.status'
@@ -92,6 +96,9 @@ BEGIN
         ' WHERE ($1::timestamptz IS NULL OR e.at >= $1) AND ($2::timestamptz IS NULL OR e.at < $2)'
         ' GROUP BY 1 ORDER BY 2 DESC, 1'
         USING since, until;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- a summary is a read of the log too (sql/reads.sql)
+    PERFORM audit_internal._read_event('audit.summary', jsonb_build_object('since', since, 'until', until, 'by', by), n);
 END
 $$;
 COMMENT ON FUNCTION audit.summary IS 'Event counts by action, actor, object_type, status, module, severity or day.';

@@ -36,6 +36,7 @@ pub const OWN: [(&str, &[&str]); 6] = [
             "audit.verify",
             "audit.row_history",
             "audit.explain_query",
+            "audit.summary",
             "audit.read",
         ],
     ),

@@ -92,6 +92,14 @@ unsafe extern "C-unwind" fn executor_start(desc: *mut pg_sys::QueryDesc, eflags:
         None => pg_sys::standard_ExecutorStart(desc, eflags),
     }
     let Some(hooks) = HOOKS.get() else { return };
+    // An entry left at this address by a followed statement that failed (its ExecutorEnd never
+    // ran) belongs to no statement now: a new one starting here must not inherit it.
+    FOLLOWED.with(|f| {
+        let mut f = f.borrow_mut();
+        if !f.is_empty() {
+            f.retain(|e| e.desc != desc as usize);
+        }
+    });
     if DEPTH.get() != 0 || eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
         return;
     }
@@ -105,12 +113,7 @@ unsafe extern "C-unwind" fn executor_start(desc: *mut pg_sys::QueryDesc, eflags:
     } else {
         CStr::from_ptr((*desc).sourceText).to_string_lossy().into()
     };
-    FOLLOWED.with(|f| {
-        let mut f = f.borrow_mut();
-        // an entry left by a statement that failed at this address: replaced
-        f.retain(|e| e.desc != desc as usize);
-        f.push(Followed { desc: desc as usize, text, rows: 0 });
-    });
+    FOLLOWED.with(|f| f.borrow_mut().push(Followed { desc: desc as usize, text, rows: 0 }));
 }
 
 /// The relations a plan reads: those of its range table that need SELECT rights and are not

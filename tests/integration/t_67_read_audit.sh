@@ -55,6 +55,9 @@ assert_eq "ra_reader|2|{\"pk\": {\"id\": 1}, \"table\": \"public.acct\"}" \
 assert_eq "ra_reader|1|{\"query\": \"actor:mallory\"}" \
   "$(as_role ra_reader -c "SELECT audit.explain_query('actor:mallory')" >/dev/null; last_read audit.explain_query)" \
   "audit.explain_query records what an auditor looked for"
+groups=$(as_role ra_reader -c "SELECT count(*) FROM audit.summary(by => 'module')")
+assert_eq "ra_reader|$groups|{\"by\": \"module\", \"since\": null, \"until\": null}" "$(last_read audit.summary)" \
+  "audit.summary records its grouping and the rows (groups) returned"
 cp=$(as_role ra_admin -c "SELECT audit.checkpoint()")
 as_role ra_reader -c "SELECT count(*) FROM audit.verify(checkpoint => '$cp')" >/dev/null
 sig=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["signature"])' "$cp")
@@ -129,6 +132,9 @@ assert_eq "f" "$(tail -n 1 <<<"$out")" "and finds the damage"
 sleep 0.3
 assert_match 'AUDIT: action=audit.verify actor="ra_reader" .*\(not recorded: .*the log was edited' \
   "$(tail -c +$((start + 1)) "$log" | grep -o 'AUDIT: action=audit.verify.*' | tail -1)" "its event is a server-log line instead"
+out=$(as_role ra_reader -c "SELECT audit.report('soc2') -> 'integrity' ->> 'ok'" 2>&1)
+assert_match "^WARNING:  audit_ext: this report could not be recorded: .*false$" "$(tr '\n' ' ' <<<"$out" | sed 's/ *$//')" \
+  "a report of that log is still made (integrity not ok), with the same WARNING"
 
 # ---- psql-first: \df audit.* lists what users call ------------------------------------------
 df=$(psql -X -U ra_reader -c '\df audit.*')
@@ -210,6 +216,10 @@ assert_match "AUDIT: action=audit.read actor=\"ra_reader\" rows=1 arguments=\{\"
 n=$(reads)
 sql_expect_error 22012 "SELECT id / 0 FROM audit.events" "a read that fails (22012) ..." -U ra_reader
 assert_eq "$n" "$(reads)" "... returned nothing and records nothing"
+n=$(reads)
+printf '%s\n' "BEGIN;" "SAVEPOINT a;" "SELECT id / 0 FROM audit.events;" "ROLLBACK TO a;" \
+  "SELECT count(*) FROM pg_class;" "SELECT count(*) FROM pg_class;" "COMMIT;" | psql -XAtq -U ra_reader >/dev/null 2>&1 || true
+assert_eq "$n" "$(reads)" "a read that failed in a savepoint leaves nothing that a later statement could inherit"
 # a real client over the extended protocol (psycopg), autocommit: the portal ends at commit
 if /usr/bin/python3 -c 'import psycopg' 2>/dev/null; then
   /usr/bin/python3 - "$PGHOST" "$PGPORT" <<'PY'
