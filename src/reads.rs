@@ -8,7 +8,8 @@
 //! - With the library preloaded and `audit_ext.audit_reads = on`, every statement at the top
 //!   of the executor that reads `audit.events` (or a partition of it, or a view over it) records
 //!   one `audit.read` event with its text and the rows it returned, once the statement ended
-//!   (src/pg/executor.rs). One event per statement, never per row.
+//!   (src/pg/executor.rs), or a `COPY audit.events TO` that reads the table directly, without
+//!   row level security (src/pg/utility.rs). One event per statement, never per row.
 //! - A read event that rolls back is not lost without a trace: its line goes to the server log.
 
 use crate::pg::backend;
@@ -31,6 +32,7 @@ thread_local! {
 
 pub fn init() {
     crate::pg::executor::install(crate::pg::executor::Hooks { watch, done });
+    crate::pg::utility::install_copy_reads(crate::pg::utility::CopyReads { watch: |relid| watch(&[relid]), done });
     callbacks::on_transaction_end(transaction_end);
     callbacks::on_subtransaction(subtransaction);
 }

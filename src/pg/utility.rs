@@ -1,4 +1,5 @@
-//! The utility hook, and the statements role capture reads from it (src/capture/roles.rs):
+//! The utility hook: the statements role capture reads from it (src/capture/roles.rs), and the
+//! `COPY <table> TO` of `audit_ext.audit_reads` (src/reads.rs). For role capture:
 //! each parse node of interest turned into a [`Statement`] of plain Rust values before the
 //! statement runs (ALTER ROLE ... RENAME and DROP change what the names mean). A password
 //! given to CREATE/ALTER ROLE never leaves the parse tree: its option reads [`Arg::Secret`].
@@ -73,6 +74,23 @@ thread_local! {
     static PREV: Cell<pg_sys::ProcessUtility_hook_type> = const { Cell::new(None) };
 }
 
+/// The COPY side of `audit_ext.audit_reads` (src/reads.rs): `COPY <table> TO` reads the table
+/// without the executor when no row level security applies to the caller (a superuser, the
+/// table's owner, pg_dump's way), so the executor hooks (src/pg/executor.rs) do not see it.
+/// `watch` is asked with the table; `done` is called after the COPY with the statement's text
+/// and the rows it wrote out. With row level security, COPY runs a query, which the executor
+/// hooks see.
+#[derive(Clone, Copy)]
+pub struct CopyReads {
+    pub watch: fn(pg_sys::Oid) -> bool,
+    pub done: fn(&str, u64),
+}
+
+thread_local! {
+    static COPY_READS: Cell<Option<CopyReads>> = const { Cell::new(None) };
+    static INSTALLED: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Installs `hook` as audit_ext's utility hook (chaining to any hook installed before).
 /// Only from `_PG_init` while `shared_preload_libraries` loads: returns false otherwise.
 pub fn install(hook: Hook) -> bool {
@@ -80,13 +98,55 @@ pub fn install(hook: Hook) -> bool {
         return false;
     }
     HOOK.set(Some(hook));
+    install_hook();
+    true
+}
+
+/// Installs the COPY side of `audit_ext.audit_reads`; the same conditions as [`install`].
+pub fn install_copy_reads(reads: CopyReads) -> bool {
+    if !super::backend::loading_preloaded() {
+        return false;
+    }
+    COPY_READS.set(Some(reads));
+    install_hook();
+    true
+}
+
+fn install_hook() {
+    if INSTALLED.replace(true) {
+        return;
+    }
     // SAFETY: hooks are plain globals, set once while the library is preloaded, before any
     // statement runs.
     unsafe {
         PREV.set(pg_sys::ProcessUtility_hook);
         pg_sys::ProcessUtility_hook = Some(utility_hook);
     }
-    true
+}
+
+/// The table a `COPY <table> TO` reads directly, without row level security: None for any other
+/// statement, a COPY FROM, a COPY (query), or a table row level security applies to.
+///
+/// # Safety
+/// `node` is NULL or a node of the parse tree.
+unsafe fn copy_read(node: *mut pg_sys::Node) -> Option<pg_sys::Oid> {
+    if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_CopyStmt {
+        return None;
+    }
+    let s = node as *mut pg_sys::CopyStmt;
+    if (*s).is_from || (*s).relation.is_null() {
+        return None;
+    }
+    let relid = pg_sys::RangeVarGetRelidExtended(
+        (*s).relation,
+        pg_sys::NoLock as i32,
+        pg_sys::RVROption::RVR_MISSING_OK,
+        None,
+        std::ptr::null_mut(),
+    );
+    let direct = relid != pg_sys::InvalidOid
+        && pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) == pg_sys::CheckEnableRlsResult::RLS_NONE as i32;
+    direct.then_some(relid)
 }
 
 #[pgrx::pg_guard]
@@ -101,14 +161,28 @@ unsafe extern "C-unwind" fn utility_hook(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    let statement = statement((*pstmt).utilityStmt);
+    let statement = if HOOK.get().is_some() { statement((*pstmt).utilityStmt) } else { None };
     let after = HOOK.get().and_then(|h| h(statement.as_ref()));
+    let copy = COPY_READS.get().filter(|c| copy_read((*pstmt).utilityStmt).is_some_and(|relid| (c.watch)(relid)));
     match PREV.get() {
         Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
         None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
     }
     if let Some(after) = after {
         after();
+    }
+    if let Some(c) = copy {
+        let rows = if qc.is_null() { 0 } else { (*qc).nprocessed };
+        // SAFETY: pushed and popped here (an error in between aborts the transaction, which
+        // clears the snapshot stack): the recording needs an active snapshot.
+        let pushed = !pg_sys::ActiveSnapshotSet();
+        if pushed {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        (c.done)(&cstr(query), rows);
+        if pushed {
+            pg_sys::PopActiveSnapshot();
+        }
     }
 }
 

@@ -199,6 +199,15 @@ as_role ra_reader -c "COPY (SELECT id FROM audit.events LIMIT 4) TO STDOUT" >/de
 assert_eq "COPY (SELECT id FROM audit.events LIMIT 4) TO STDOUT|4|ra_reader" "$(last_stmt)" "COPY (query) TO is a read"
 rows=$(as_role ra_reader -c "COPY audit.events TO STDOUT" | wc -l)
 assert_eq "COPY audit.events TO STDOUT|$rows|ra_reader" "$(last_stmt)" "COPY of the table itself by a reader is a read (row level security makes it a query)"
+assert_eq "1" "$(sql "SELECT count(*) FROM audit.events WHERE action = 'audit.read' AND actor = 'ra_reader'
+                        AND new -> 'arguments' ->> 'statement' = 'COPY audit.events TO STDOUT'")" "once"
+# a superuser (no row level security) copies partitions, as pg_dump does: no query, no executor
+part=$(sql "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'audit.events'::regclass ORDER BY (SELECT count(*) FROM audit.events) DESC, 1 LIMIT 1")
+rows=$(psql -XAtq -c "COPY audit.$part TO STDOUT" | wc -l)
+assert_eq "1|$rows" "$(sql "SELECT count(*) || '|' || max(new ->> 'rows') FROM audit.events WHERE action = 'audit.read' AND actor = 'postgres'
+                           AND new -> 'arguments' ->> 'statement' = 'COPY audit.$part TO STDOUT'")" \
+  "a superuser's COPY of a partition (no row level security: no executor) is a read too, with its rows ($rows)"
 n=$(reads)
 as_role ra_reader -c "SELECT count(*) FROM audit.search('action:doc.read', 5)" >/dev/null 2>&1
 assert_eq "$n|ra_reader|5" "$(reads)|$(last_read audit.search | cut -d'|' -f1,2)" \
