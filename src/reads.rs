@@ -89,12 +89,12 @@ pub fn record(action: &str, arguments: serde_json::Value, rows: i64) {
     RECORDING.set(true);
     let _reset = Reset;
     // Between installing this library and `ALTER EXTENSION audit_ext UPDATE`, a database has
-    // the previous version's SQL objects, without the recorder: the read goes to the server
-    // log rather than fail (verify says in its guards row that the update is due).
-    let current = crate::status::read_text(
-        "SELECT (pg_catalog.to_regprocedure('audit_internal._read_event(text, jsonb, bigint)') IS NOT NULL)::text",
-    );
-    if current.as_deref() != Some("true") {
+    // the previous version's SQL objects, without the recorder (and without the schema
+    // audit_internal, which came with it): the read goes to the server log rather than fail
+    // (verify says in its guards row that the update is due). A catalog lookup by name, not a
+    // query: a query's type names would resolve in the caller's pg_temp first, where a
+    // temporary type named `text` could make the recorder look missing.
+    if backend::namespace_oid(c"audit_internal").is_none() {
         pgrx::log!(
             "AUDIT: action={action} actor={} rows={rows} arguments={arguments} (not recorded: audit_ext's SQL objects are older than its library; run ALTER EXTENSION audit_ext UPDATE)",
             serde_json::Value::String(backend::session_user_name())

@@ -343,7 +343,7 @@ fn checkpoint_field(cp: &serde_json::Value, key: &str) -> Option<String> {
 fn verify_rows(from_id: Option<i64>, to_id: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<VerifyRow> {
     let sees_all = crate::status::read_text(
         "SELECT (pg_catalog.pg_has_role(CURRENT_USER, 'audit_reader', 'USAGE') \
-                 OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))::text",
+                 OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))::pg_catalog.text",
     )
     .as_deref()
         == Some("true");

@@ -62,6 +62,13 @@ cp=$(as_role ra_admin -c "SELECT audit.checkpoint()")
 as_role ra_reader -c "SELECT count(*) FROM audit.verify(checkpoint => '$cp')" >/dev/null
 sig=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["signature"])' "$cp")
 assert_match "\"signature\": \"$sig\"" "$(last_read audit.verify)" "audit.verify(checkpoint) names the checkpoint it checked"
+# a session's temporary type named text (types resolve in pg_temp first) cannot make a read look
+# unrecordable
+before=$(reads_of audit.verify)
+as_role ra_reader -c "CREATE TYPE pg_temp.text AS ENUM ('x'); CREATE TYPE pg_temp.jsonb AS ENUM ('y');
+                      SELECT count(*) FROM audit.verify(); SELECT audit.explain_query('actor:temp-types')" >/dev/null
+assert_eq "$((before + 1))|ra_reader|1|{\"query\": \"actor:temp-types\"}" "$(reads_of audit.verify)|$(last_read audit.explain_query)" \
+  "temporary types named text and jsonb do not keep verify or explain_query from being recorded"
 before=$(reads_of audit.verify)
 as_role ra_reader -c "SELECT audit.report('soc2', now() - interval '1 day', now())" >/dev/null
 assert_eq "$before|1" "$(reads_of audit.verify)|$(sql "SELECT count(*) FROM audit.events WHERE action = 'audit.report'")" \
