@@ -783,9 +783,9 @@ SELECT e.id, e.at, e.action, e.status, e.module, e.object_type, e.object_id, e.o
 FROM audit.events e
 WHERE (e.old IS NOT NULL OR e.new IS NOT NULL)
   AND (e.actor = session_user OR e.metadata ->> 'db_user' = session_user)
-  -- reads of the log (sql/reads.sql) are not changes
-  AND NOT (e.module = 'audit' AND e.action IN ('audit.search', 'audit.export', 'audit.verify', 'audit.row_history',
-                                               'audit.explain_query', 'audit.summary', 'audit.read', 'audit.report'))
+  -- reads of the log are not changes: sql/reads.sql files them as object_type function or
+  -- statement, and a report as report
+  AND NOT (e.module = 'audit' AND e.object_type IN ('function', 'statement', 'report'))
 ORDER BY e.id DESC;
 COMMENT ON VIEW audit.my_changes IS 'Changes made in sessions of the current login role, newest first.';
 

@@ -1,7 +1,7 @@
 //! The audit of the audit (README "The audit of the audit"): reads of the log become events.
 //!
-//! - `audit.search`, `audit.export`, `audit.verify`, `audit.row_history`, `audit.explain_query`
-//!   and the reports record one event each call (module `audit`, action `audit.<function>`),
+//! - `audit.search`, `audit.export`, `audit.verify`, `audit.row_history`, `audit.explain_query`,
+//!   `audit.summary` and the reports record one event each call (module `audit`, action `audit.<function>`),
 //!   with the arguments and the number of rows returned, through `audit_internal._read_event`
 //!   (sql/reads.sql), which mirrors it to the server log where nothing can be written (a hot
 //!   standby, a read-only transaction).
@@ -31,8 +31,12 @@ thread_local! {
 }
 
 pub fn init() {
-    crate::pg::executor::install(crate::pg::executor::Hooks { watch, done });
-    crate::pg::utility::install_copy_reads(crate::pg::utility::CopyReads { watch: |relid| watch(&[relid]), done });
+    crate::pg::executor::install(crate::pg::executor::Hooks { active, watch, done });
+    crate::pg::utility::install_copy_reads(crate::pg::utility::CopyReads {
+        active,
+        watch: |relid| watch(&[relid]),
+        done,
+    });
     callbacks::on_transaction_end(transaction_end);
     callbacks::on_subtransaction(subtransaction);
 }
@@ -159,12 +163,14 @@ fn read_arguments(arguments: pgrx::JsonB) -> pgrx::JsonB {
     pgrx::JsonB(serde_json::json!({ "truncated": cut_to(&text, max) }))
 }
 
-/// Follow a top statement when reads are recorded, it reads the log, it is a client's, and it
-/// is not audit_ext recording a read.
+/// Whether statements may be followed now: reads are recorded, in a client's backend, and this
+/// is not audit_ext recording a read. The one check a statement pays with the setting off.
+fn active() -> bool {
+    crate::gucs::AUDIT_READS.get() && !RECORDING.get() && backend::is_client_backend()
+}
+
+/// Follow a top statement (the hooks asked [`active`] first) that reads the log.
 fn watch(relids: &[pg_sys::Oid]) -> bool {
-    if !crate::gucs::AUDIT_READS.get() || RECORDING.get() || !backend::is_client_backend() {
-        return false;
-    }
     let Some(audit) = backend::namespace_oid(c"audit") else { return false };
     let Some(events) = backend::relid_in(audit, c"events") else { return false };
     // audit.events' partitions are the only partitions in schema audit (sql/bootstrap.sql,

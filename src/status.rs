@@ -73,9 +73,9 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
             "read_audit".to_string(),
             reads_in_effect,
             match (gucs::AUDIT_READS.get(), reads_in_effect) {
-                (_, true) => "every statement that reads audit.events or its views is recorded as an audit.read event (audit_ext.audit_reads); calls of search, export, verify, row_history, explain_query and the reports are recorded always",
-                (true, false) => "audit_ext.audit_reads is on but not in effect: add audit_ext to shared_preload_libraries and restart; calls of search, export, verify, row_history, explain_query and the reports are recorded always",
-                (false, _) => "statements reading audit.events are not recorded (audit_ext.audit_reads = off); calls of search, export, verify, row_history, explain_query and the reports are recorded always",
+                (_, true) => "every statement that reads audit.events or its views is recorded as an audit.read event (audit_ext.audit_reads); calls of search, export, verify, row_history, explain_query, summary and the reports are recorded always",
+                (true, false) => "audit_ext.audit_reads is on but not in effect: add audit_ext to shared_preload_libraries and restart; calls of search, export, verify, row_history, explain_query, summary and the reports are recorded always",
+                (false, _) => "statements reading audit.events are not recorded (audit_ext.audit_reads = off); calls of search, export, verify, row_history, explain_query, summary and the reports are recorded always",
             }
             .to_string(),
         ),

@@ -13,12 +13,15 @@ use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 
-/// What the hooks' user does: `watch` is asked, for each top statement about to run, with the
-/// relations it reads (not those it only writes), whether to follow it; `done` is called once
+/// What the hooks' user does: `active` says whether any statement may be followed now (checked
+/// first, so that with the feature off no plan is walked); `watch` is asked, for each top
+/// statement about to run, with the relations it reads (not those it only writes), whether to
+/// follow it; `done` is called once
 /// a followed statement ended, with its text and the rows it returned or wrote, while its
 /// transaction is still open (with an active snapshot).
 #[derive(Clone, Copy)]
 pub struct Hooks {
+    pub active: fn() -> bool,
     pub watch: fn(&[pg_sys::Oid]) -> bool,
     pub done: fn(&str, u64),
 }
@@ -100,7 +103,7 @@ unsafe extern "C-unwind" fn executor_start(desc: *mut pg_sys::QueryDesc, eflags:
             f.retain(|e| e.desc != desc as usize);
         }
     });
-    if DEPTH.get() != 0 || eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
+    if DEPTH.get() != 0 || eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 || !(hooks.active)() {
         return;
     }
     // SAFETY: the executor just started `desc`: its plan and source text are valid.

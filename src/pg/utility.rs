@@ -82,6 +82,8 @@ thread_local! {
 /// hooks see.
 #[derive(Clone, Copy)]
 pub struct CopyReads {
+    /// Whether any COPY may be followed now (checked before the table is looked up).
+    pub active: fn() -> bool,
     pub watch: fn(pg_sys::Oid) -> bool,
     pub done: fn(&str, u64),
 }
@@ -163,7 +165,9 @@ unsafe extern "C-unwind" fn utility_hook(
 ) {
     let statement = if HOOK.get().is_some() { statement((*pstmt).utilityStmt) } else { None };
     let after = HOOK.get().and_then(|h| h(statement.as_ref()));
-    let copy = COPY_READS.get().filter(|c| copy_read((*pstmt).utilityStmt).is_some_and(|relid| (c.watch)(relid)));
+    let copy = COPY_READS
+        .get()
+        .filter(|c| (c.active)() && copy_read((*pstmt).utilityStmt).is_some_and(|relid| (c.watch)(relid)));
     match PREV.get() {
         Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
         None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
