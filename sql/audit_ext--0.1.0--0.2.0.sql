@@ -2304,6 +2304,32 @@ BEGIN
 END
 $$;
 
+-- (sql/side_channel.sql)
+
+-- Not SECURITY DEFINER: it touches no table, it hands the event to the side channel's writer
+-- (a background worker), which inserts it through audit.record's path as the extension's
+-- owner. Granted to audit_writer, as audit.record is.
+CREATE FUNCTION audit.record_autonomous(
+    action      text,
+    object_type text  DEFAULT NULL,
+    object_id   text  DEFAULT NULL,
+    object_name text  DEFAULT NULL,
+    old         jsonb DEFAULT NULL,
+    new         jsonb DEFAULT NULL,
+    status      text  DEFAULT 'success',
+    severity    text  DEFAULT 'info',
+    module      text  DEFAULT NULL,
+    message     text  DEFAULT NULL,
+    metadata    jsonb DEFAULT '{}'
+) RETURNS bigint
+    LANGUAGE c VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'audit_record_autonomous';
+COMMENT ON FUNCTION audit.record_autonomous IS
+    'Records one audit event that is kept even when the calling transaction rolls back; returns its id once committed.';
+GRANT EXECUTE ON FUNCTION audit.record_autonomous(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb)
+    TO audit_writer;
+
 -- The event triggers again, now that their functions name the helpers where they are.
 ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE ALWAYS;
 ALTER EVENT TRIGGER audit_ext_ddl_drop ENABLE ALWAYS;

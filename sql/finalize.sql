@@ -35,6 +35,7 @@ GRANT USAGE ON SCHEMA audit, audit_internal TO audit_writer, audit_reader, audit
 
 -- Writers record; nothing else. audit.record is SECURITY DEFINER, so no INSERT grant.
 GRANT EXECUTE ON FUNCTION audit.record(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb),
+                          audit.record_autonomous(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb),
                           audit.set_context(text, inet, text, text, jsonb, boolean)
     TO audit_writer;
 

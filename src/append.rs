@@ -97,6 +97,61 @@ thread_local! {
     static LAYOUTS: RefCell<HashMap<pg_sys::Oid, Layout>> = RefCell::new(HashMap::new());
     /// (session id, client address as an inet varlena) — fixed for the life of the backend.
     static SESSION: RefCell<Option<(String, Option<Vec<u8>>)>> = const { RefCell::new(None) };
+    /// The session an event written by the side channel's writer comes from (src/side_channel/).
+    static ORIGIN: RefCell<Option<Origin>> = const { RefCell::new(None) };
+}
+
+/// The session an event comes from, when it is not this backend's: the side channel's
+/// writer (src/side_channel/worker.rs) chains events for other backends, with their session
+/// user, connection and `audit.set_context` as those backends saw them, so that such an event
+/// gets exactly the context, marks and defaults it would have got in its own session.
+pub struct Origin {
+    pub session_user: String,
+    /// The client address as an inet varlena, None for a Unix socket.
+    pub client_ip: Option<Vec<u8>>,
+    pub session_id: String,
+    pub application: Option<String>,
+    /// actor, actor_ip, session_id, application, metadata of its `audit.set_context`.
+    pub context: [Option<std::ffi::CString>; 5],
+}
+
+/// Runs `f` (which chains events) with `origin` standing in for this backend's session.
+pub fn with_origin<R>(origin: Origin, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ORIGIN.with(|o| *o.borrow_mut() = None);
+        }
+    }
+    ORIGIN.with(|o| *o.borrow_mut() = Some(origin));
+    let _reset = Reset;
+    f()
+}
+
+/// A part of the context: the origin's when there is one, else this session's setting.
+fn context_part(i: usize) -> Option<std::ffi::CString> {
+    if let Some(v) = ORIGIN.with(|o| o.borrow().as_ref().map(|o| o.context[i].clone())) {
+        return v.filter(|v| !v.as_bytes().is_empty());
+    }
+    let setting = [
+        &gucs::CONTEXT_ACTOR,
+        &gucs::CONTEXT_ACTOR_IP,
+        &gucs::CONTEXT_SESSION_ID,
+        &gucs::CONTEXT_APPLICATION,
+        &gucs::CONTEXT_METADATA,
+    ][i];
+    gucs::context(setting)
+}
+
+fn session_user() -> String {
+    ORIGIN.with(|o| o.borrow().as_ref().map(|o| o.session_user.clone())).unwrap_or_else(backend::session_user_name)
+}
+
+fn application() -> Option<String> {
+    match ORIGIN.with(|o| o.borrow().as_ref().map(|o| o.application.clone())) {
+        Some(app) => app,
+        None => backend::application_name(),
+    }
 }
 
 /// The BEFORE INSERT trigger `zz_chain_event`. It runs as whoever inserts, which inside
@@ -246,18 +301,18 @@ fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     // how many of `asserted` the inserter named itself (the rest come from the context)
     let direct = asserted.len();
     if row.get(event::ACTOR).is_none() {
-        let actor = match gucs::context(&gucs::CONTEXT_ACTOR) {
+        let actor = match context_part(0) {
             Some(v) => {
                 asserted.push("actor");
                 Value::from_text(v.to_bytes())
             }
-            None => Value::from_text(backend::session_user_name().as_bytes()),
+            None => Value::from_text(session_user().as_bytes()),
         };
         row.set(event::ACTOR, actor);
     }
     let (session_id, client_ip) = session_defaults();
     if row.get(event::ACTOR_IP).is_none() {
-        let ip = match gucs::context(&gucs::CONTEXT_ACTOR_IP) {
+        let ip = match context_part(1) {
             Some(v) => {
                 asserted.push("actor_ip");
                 Some(Value::parse_inet(&v))
@@ -269,7 +324,7 @@ fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         }
     }
     if row.get(event::SESSION_ID).is_none() {
-        let sid = match gucs::context(&gucs::CONTEXT_SESSION_ID) {
+        let sid = match context_part(2) {
             Some(v) => {
                 asserted.push("session_id");
                 Value::from_text(v.to_bytes())
@@ -279,12 +334,12 @@ fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         row.set(event::SESSION_ID, sid);
     }
     if row.get(event::APPLICATION).is_none() {
-        let app = match gucs::context(&gucs::CONTEXT_APPLICATION) {
+        let app = match context_part(3) {
             Some(v) => {
                 asserted.push("application");
                 Some(Value::from_text(v.to_bytes()))
             }
-            None => backend::application_name().map(|a| Value::from_text(a.as_bytes())),
+            None => application().map(|a| Value::from_text(a.as_bytes())),
         };
         if let Some(app) = app {
             row.set(event::APPLICATION, app);
@@ -296,7 +351,7 @@ fn fill_context(row: &mut Row) -> Result<(), AppendError> {
     if meta.is_some_and(|m| !m.jsonb_is_object()) {
         return Err(AppendError::MetadataNotObject);
     }
-    let ctx_meta = gucs::context(&gucs::CONTEXT_METADATA);
+    let ctx_meta = context_part(4);
     if ctx_meta.is_some() {
         asserted.push("metadata");
     }
@@ -311,7 +366,7 @@ fn fill_context(row: &mut Row) -> Result<(), AppendError> {
         if !asserted.is_empty() {
             let mut marks = serde_json::json!({
                 "asserted": asserted,
-                "db_user": backend::session_user_name(),
+                "db_user": session_user(),
             });
             // a context stands in for the connection: keep the connection's own values too
             if asserted.len() > direct {
@@ -404,8 +459,11 @@ fn layout(trigger: &Trigger) -> Result<Layout, AppendError> {
     Ok(l)
 }
 
-/// Session id and client address, computed once per backend.
+/// Session id and client address, computed once per backend (or the origin's).
 fn session_defaults() -> (String, Option<Vec<u8>>) {
+    if let Some(o) = ORIGIN.with(|o| o.borrow().as_ref().map(|o| (o.session_id.clone(), o.client_ip.clone()))) {
+        return o;
+    }
     SESSION.with(|s| {
         s.borrow_mut()
             .get_or_insert_with(|| {

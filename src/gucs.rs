@@ -99,6 +99,33 @@ fn superuser_pg_restore() -> bool {
     backend::application_name().as_deref() == Some("pg_restore") && backend::in_transaction() && backend::is_superuser()
 }
 
+/// How the side channel (src/side_channel/) audits what a transaction cannot write itself:
+/// logins, logouts, denied statements. `on` (best effort: an event the channel cannot take
+/// is counted in `audit.status()` and warned about), `required` (fail closed: a login whose
+/// event cannot be handed over is refused, `audit.record_autonomous` raises 53000), `off`
+/// (no session events). Superuser-only; set it in postgresql.conf, since logins read it
+/// before any per-role or per-database setting applies. Needs the library preloaded.
+pub static LEVEL: GucSetting<Level> = GucSetting::<Level>::new(Level::On);
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Level {
+    #[name = c"off"]
+    Off,
+    #[name = c"on"]
+    On,
+    #[name = c"required"]
+    Required,
+}
+
+/// The database whose log receives the side channel's events about databases without
+/// audit_ext, or that do not exist (a failed login to `no_such_db`). Read by the background
+/// workers: postgresql.conf, applied on reload.
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// The SQLSTATEs of failing statements that are recorded as `statement.denied`, comma
+/// separated (`42501` by default: insufficient privilege). Superuser-only.
+pub static RECORD_ERRORS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"42501"));
+
 /// Who is acting, as set by `audit.set_context` (these are its storage: GUCs give us SET LOCAL
 /// semantics, savepoint rollback and DISCARD ALL for connection pools). Superuser-only, so that
 /// `SET audit_ext.context_actor = ...` by any other role is refused: only `audit.set_context`
@@ -199,6 +226,30 @@ pub fn init() {
         &CONTEXT_APPLICATION,
     );
     ctx(c"audit_ext.context_metadata", c"Metadata merged into events (audit.set_context).", &CONTEXT_METADATA);
+    GucRegistry::define_enum_guc(
+        c"audit_ext.level",
+        c"Side-channel auditing of logins, logouts and denied statements: off, on (best effort) or required (fail closed).",
+        c"required refuses a login whose event cannot be handed over. Needs shared_preload_libraries = 'audit_ext'. Superuser-only; set it in postgresql.conf.",
+        &LEVEL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"audit_ext.database",
+        c"Database whose audit log receives events about databases without audit_ext (or that do not exist).",
+        c"Without audit_ext there, such events only reach the server log. Applied on reload.",
+        &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"audit_ext.record_errors",
+        c"SQLSTATEs of failing statements recorded as statement.denied events, comma separated.",
+        c"Default 42501 (insufficient privilege); for example '42501,28000,P0001'. Empty: none. Superuser-only.",
+        &RECORD_ERRORS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     crate::pg::backend::reserve_setting_prefix(c"audit_ext");
 }
 

@@ -18,6 +18,7 @@ mod reads;
 mod record;
 mod retention;
 mod search;
+mod side_channel;
 mod status;
 mod verify;
 
@@ -82,6 +83,7 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["guards", "diff"]);
 extension_sql_file!("../sql/visibility.sql", name = "visibility", requires = ["views", "record"]);
+extension_sql_file!("../sql/side_channel.sql", name = "side_channel", requires = ["record"]);
 extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["visibility", "verify", "capture_rows"]);
 extension_sql_file!(
     "../sql/checkpoint.sql",
@@ -125,6 +127,7 @@ pub extern "C-unwind" fn _PG_init() {
     mirror::init();
     reads::init();
     retention::init();
+    side_channel::init();
 }
 
 /// Required by `cargo pgrx test`.

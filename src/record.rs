@@ -55,7 +55,7 @@ impl crate::error::SqlError for RecordError {
 }
 
 /// Argument types of `audit.record`, in order.
-const RECORD_ARGS: [pg_sys::Oid; 11] = [
+pub(crate) const RECORD_ARGS: [pg_sys::Oid; 11] = [
     pg_sys::TEXTOID,  // action
     pg_sys::TEXTOID,  // object_type
     pg_sys::TEXTOID,  // object_id
@@ -133,38 +133,49 @@ crate::c_function!(
     &RECORD_ARGS,
     |call| {
         const MODULE_ARG: usize = 8;
-        if let Some(module) = call.arg(MODULE_ARG) {
-            let module = module.str();
-            if vocab::reserved_module(&module) {
-                raise(RecordError::ReservedModule(module.into_owned()));
-            }
-        }
+        let module = call.arg(MODULE_ARG);
         let action = call.arg(0);
-        if let Some(action) = action {
-            let action = action.str();
-            if vocab::reserved_action(&action) {
-                raise(RecordError::ReservedAction(action.into_owned()));
-            }
-        }
-        // The retention class and the time pick the partition, so both are part of the INSERT
-        // (crate::retention); `at` is the clock time, as the column's default would give.
-        let class = action.map_or(0, |a| crate::retention::policies::class_of(&a.str()));
-        let at = backend::now();
-        let target = crate::retention::partitions::partition_for(class, at);
-        let mut values: Vec<Option<Value>> = (0..RECORD_ARGS.len()).map(|i| call.arg(i)).collect();
-        values.extend([Some(Value::from_int4(class)), Some(Value::from_timestamptz(at))]);
-        let spi = spi::Connection::open();
-        let plan = insert_plan(&spi, target);
-        crate::append::want_id();
-        let rc = spi.execute(&plan, &values, false);
-        let id = crate::append::take_id();
-        if rc != pg_sys::SPI_OK_INSERT as i32 || spi.processed() != 1 {
-            pgrx::error!("audit_ext: recording the event failed ({rc})");
-        }
-        drop(spi);
-        Some(Value::from_int8(id.unwrap_or_else(|| pgrx::error!("audit_ext: the recorded event was given no id"))))
+        check_names(action.as_ref().map(|a| a.str()).as_deref(), module.as_ref().map(|m| m.str()).as_deref());
+        // `at` is the clock time, as the column's default would give
+        let values: Vec<Option<Value>> = (0..RECORD_ARGS.len()).map(|i| call.arg(i)).collect();
+        Some(Value::from_int8(insert(values, backend::now())))
     }
 );
+
+/// Inserts one event of `audit.record`'s arguments (`values`, in the order of RECORD_ARGS),
+/// at time `at`, through the kept plans, and returns its id. Also the side channel's writer's
+/// way in (src/side_channel/worker.rs), so that both paths are one.
+pub(crate) fn insert(mut values: Vec<Option<Value>>, at: i64) -> i64 {
+    // The retention class and the time pick the partition, so both are part of the INSERT
+    // (crate::retention).
+    let class = values[0].as_ref().map_or(0, |a| crate::retention::policies::class_of(&a.str()));
+    let target = crate::retention::partitions::partition_for(class, at);
+    values.extend([Some(Value::from_int4(class)), Some(Value::from_timestamptz(at))]);
+    let spi = spi::Connection::open();
+    let plan = insert_plan(&spi, target);
+    crate::append::want_id();
+    let rc = spi.execute(&plan, &values, false);
+    let id = crate::append::take_id();
+    if rc != pg_sys::SPI_OK_INSERT as i32 || spi.processed() != 1 {
+        pgrx::error!("audit_ext: recording the event failed ({rc})");
+    }
+    drop(spi);
+    id.unwrap_or_else(|| pgrx::error!("audit_ext: the recorded event was given no id"))
+}
+
+/// Refuses the module and action names audit_ext keeps for itself, as `audit.record` does.
+pub(crate) fn check_names(action: Option<&str>, module: Option<&str>) {
+    if let Some(module) = module {
+        if vocab::reserved_module(module) {
+            raise(RecordError::ReservedModule(module.into()));
+        }
+    }
+    if let Some(action) = action {
+        if vocab::reserved_action(action) {
+            raise(RecordError::ReservedAction(action.into()));
+        }
+    }
+}
 
 crate::c_function!(
     /// `audit.set_context(actor, actor_ip, session_id, application, metadata, local)`: replaces the

@@ -79,6 +79,10 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
             }
             .to_string(),
         ),
+        {
+            let (active, detail) = crate::side_channel::status();
+            ("side_channel".to_string(), active, detail)
+        },
     ];
     TableIterator::new(rows)
 }

@@ -14,7 +14,9 @@ pub const MAX_ACTION_CHARS: usize = 200;
 
 /// What audit_ext records itself, by module. An entry ending in `.` or `_` is a prefix: the
 /// rest comes from a command tag (`ddl.create_table`, `ddl.drop_view`, `permission.grant`).
-pub const OWN: [(&str, &[&str]); 6] = [
+pub const OWN: [(&str, &[&str]); 7] = [
+    // the side channel (src/side_channel/sessions.rs)
+    ("server", &["authentication.login", "authentication.logout", "statement.denied"]),
     ("capture", &["row.insert", "row.update", "row.delete", "table.truncate", "capture.track", "capture.untrack"]),
     ("ddl", &["ddl.", "ddl.drop_", "permission.", "setting.alter_system", "setting.alter_database"]),
     ("role", &["role.create", "role.alter", "role.drop", "role.rename", "role.set", "role.grant", "role.revoke"]),
@@ -44,7 +46,7 @@ pub const OWN: [(&str, &[&str]); 6] = [
 
 /// Modules `audit.record` refuses, so that an auditor can trust that an event with module
 /// `capture` really is a captured change and not an application's claim: those of [`OWN`].
-pub const RESERVED_MODULES: [&str; 6] = ["capture", "ddl", "role", "alert", "retention", "audit"];
+pub const RESERVED_MODULES: [&str; 7] = ["capture", "ddl", "role", "alert", "retention", "audit", "server"];
 
 /// Action names `audit.record` refuses under any module, so that `audit.row_history`,
 /// `audit.changes` and alert rules on these names see only what audit_ext recorded (an

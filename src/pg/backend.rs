@@ -286,3 +286,53 @@ pub fn sleep_us(us: i64) {
     unsafe { pg_sys::pg_usleep(us as std::ffi::c_long) };
     pgrx::check_for_interrupts!();
 }
+
+/// An error caught by [`try_subtransaction`]: its SQLSTATE and message.
+pub struct Caught {
+    pub code: pgrx::PgSqlErrorCode,
+    pub message: String,
+}
+
+/// Runs `f` in an internal subtransaction: its error (and everything `f` did) is rolled back
+/// and returned, the surrounding transaction goes on. As PL/Python and PL/Perl do it.
+pub fn try_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, Caught> {
+    // SAFETY: the subtransaction is begun and then released or rolled back on every path,
+    // with the memory context and resource owner restored after, the documented pattern
+    // around BeginInternalSubTransaction.
+    unsafe {
+        let cx = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(cx);
+        let result = pgrx::PgTryBuilder::new(|| Ok(f()))
+            .catch_others(|e| {
+                let report = match e {
+                    pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(r)
+                    | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => r,
+                };
+                Err(Caught { code: report.sql_error_code(), message: report.message().to_string() })
+            })
+            .execute();
+        if result.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(cx);
+        pg_sys::CurrentResourceOwner = owner;
+        result
+    }
+}
+
+/// Whether the server is a standby (or still recovering): nothing can be written.
+pub fn in_recovery() -> bool {
+    // SAFETY: reads shared recovery state.
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+/// Rereads postgresql.conf, as a background process does on SIGHUP.
+pub fn reload_config() {
+    // SAFETY: what PostgreSQL's own processes call when ConfigReloadPending is set.
+    unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+}

@@ -27,6 +27,8 @@ pub mod fcinfo;
 pub mod locks;
 pub mod memory;
 pub mod row;
+pub mod session;
+pub mod shmem;
 pub mod spi;
 pub mod trigger;
 pub mod tuple;

@@ -110,6 +110,18 @@ impl Value {
         String::from_utf8_lossy(self.bytes())
     }
 
+    /// A copy of an inet value's whole varlena, header included (what
+    /// [`super::backend::client_addr_bytes`] gives and [`Value::from_inet_bytes`] takes).
+    pub fn inet_varlena(&self) -> Vec<u8> {
+        self.expect(&[pg_sys::INETOID], "inet");
+        // SAFETY: an inet datum (checked) is a varlena pointer; its whole length is copied.
+        unsafe {
+            let v = pg_sys::pg_detoast_datum_packed(self.datum.cast_mut_ptr());
+            let len = pgrx::varlena::varsize_any(v);
+            std::slice::from_raw_parts(v as *const u8, len).to_vec()
+        }
+    }
+
     /// An inet value as `inet_out` writes it (`10.0.0.1`, `::1/64`).
     pub fn inet_text(&self) -> String {
         self.expect(&[pg_sys::INETOID], "inet");

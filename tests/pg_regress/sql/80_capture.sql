@@ -189,9 +189,13 @@ DROP TABLE ident;
 SELECT action, object_name, message FROM captured WHERE action = 'capture.untrack' ORDER BY 1, 2;
 SELECT table_name FROM audit.tracked_tables ORDER BY 1;
 
--- (role capture is active exactly when the library is preloaded: the suite runs both ways)
+-- (role capture and the side channel are active exactly when the library is preloaded: the
+-- suite runs both ways)
 SELECT feature, CASE WHEN feature = 'role_capture'
                      THEN active = (current_setting('shared_preload_libraries') ~ 'audit_ext')
+                     WHEN feature = 'side_channel'
+                     THEN active = (current_setting('shared_preload_libraries') ~ 'audit_ext'
+                                    AND current_setting('audit_ext.level') <> 'off')
                      WHEN feature = 'log_mirror' THEN active = (current_setting('audit_ext.log_events') = 'on')
                      ELSE active END AS as_expected
 FROM audit.status() ORDER BY 1;
