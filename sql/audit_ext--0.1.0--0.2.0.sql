@@ -2327,8 +2327,16 @@ CREATE FUNCTION audit.record_autonomous(
     AS 'MODULE_PATHNAME', 'audit_record_autonomous';
 COMMENT ON FUNCTION audit.record_autonomous IS
     'Records one audit event that is kept even when the calling transaction rolls back; returns its id once committed.';
+REVOKE ALL ON FUNCTION audit.record_autonomous(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit.record_autonomous(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb)
     TO audit_writer;
+CREATE FUNCTION audit_internal."_side_channel_attach"() RETURNS bool
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'side_channel_attach_wrapper';
+REVOKE ALL ON FUNCTION audit_internal._side_channel_attach() FROM PUBLIC;
+SELECT audit_internal._side_channel_attach();
 
 -- The event triggers again, now that their functions name the helpers where they are.
 ALTER EVENT TRIGGER audit_ext_ddl_command ENABLE ALWAYS;

@@ -22,3 +22,8 @@ CREATE FUNCTION audit.record_autonomous(
     AS 'MODULE_PATHNAME', 'audit_record_autonomous';
 COMMENT ON FUNCTION audit.record_autonomous IS
     'Records one audit event that is kept even when the calling transaction rolls back; returns its id once committed.';
+
+-- A database that just got audit_ext takes its side-channel events again at once (a writer
+-- that found it without the extension a moment ago would send them to audit_ext.database for
+-- some seconds).
+SELECT audit_internal._side_channel_attach();

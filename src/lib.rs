@@ -83,7 +83,11 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["guards", "diff"]);
 extension_sql_file!("../sql/visibility.sql", name = "visibility", requires = ["views", "record"]);
-extension_sql_file!("../sql/side_channel.sql", name = "side_channel", requires = ["record"]);
+extension_sql_file!(
+    "../sql/side_channel.sql",
+    name = "side_channel",
+    requires = ["record", side_channel::side_channel_attach]
+);
 extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["visibility", "verify", "capture_rows"]);
 extension_sql_file!(
     "../sql/checkpoint.sql",

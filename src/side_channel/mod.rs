@@ -359,6 +359,28 @@ pub fn status() -> (bool, String) {
     )
 }
 
+/// `audit_internal._side_channel_attach()`, run by `CREATE EXTENSION audit_ext` (and the
+/// update script): a writer that found this database without audit_ext a moment ago sent its
+/// events to `audit_ext.database` and would go on doing so for some seconds; from now on they
+/// come here again. True when something was to be reset.
+#[pgrx::pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_side_channel_attach")]
+#[pgrx::search_path(pg_catalog, pg_temp)]
+fn side_channel_attach() -> bool {
+    if !available() {
+        return false;
+    }
+    let me = u32::from(backend::database_id());
+    let mut q = QUEUE.lock();
+    let mut reset = false;
+    for w in q.writers.iter_mut() {
+        if w.key == me && w.state == queue::W_NO_EXTENSION {
+            w.state = queue::W_NONE;
+            reset = true;
+        }
+    }
+    reset
+}
+
 /// Sets the side channel up (from _PG_init): shared memory, the launcher, the hooks. Only
 /// when the library is preloaded.
 pub fn init() {

@@ -218,9 +218,9 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
     KEY.set(key);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     session::on_exit(writer_exit);
+    let connected_to = fallback_name();
     if key == FALLBACK {
-        let name = fallback_name();
-        BackgroundWorker::connect_worker_to_spi(Some(&name.to_string_lossy()), None);
+        BackgroundWorker::connect_worker_to_spi(Some(&connected_to.to_string_lossy()), None);
     } else {
         BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(key)), None);
     }
@@ -247,6 +247,17 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
     let mut stopping = false;
     loop {
         reload_if_asked();
+        if key == FALLBACK && fallback_name() != connected_to {
+            // audit_ext.database names another database now: a new writer connects there
+            let mut q = QUEUE.lock();
+            if let Some(w) = q.writer(key) {
+                w.state = W_NONE;
+            }
+            let launcher = q.launcher_latch;
+            drop(q);
+            shmem::set_latch(launcher);
+            return;
+        }
         let batch = take(key, BATCH);
         if !batch.is_empty() {
             if !write(key, batch) {
@@ -296,7 +307,7 @@ fn writer_exit() {
     }
     let pid = backend::pid();
     for w in q.writers.iter_mut() {
-        if w.key == key && w.state != W_NO_EXTENSION && (w.pid == pid || w.state == W_STARTING) {
+        if w.key == key && w.state != W_NO_EXTENSION && (w.pid == pid || (!connected && w.state == W_STARTING)) {
             w.state = W_NONE;
         }
     }

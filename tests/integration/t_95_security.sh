@@ -171,6 +171,9 @@ sql_expect_error 42501 "SELECT audit.track((SELECT oid FROM pg_class WHERE relna
 sql_expect_error 22004 "SELECT audit.track('public.owned', exclude_columns => ARRAY[NULL])" "exclude_columns with NULL is refused (22004)" -U sec_admin
 
 # ---- 4. A superuser's tampering leaves evidence --------------------------------------------
+# (the side channel's logins and logouts off meanwhile: an event chained onto a chain that a
+# tampering moved away would fork it, and the moving back would not be the only change)
+sql "ALTER SYSTEM SET audit_ext.level = off; SELECT pg_reload_conf()" >/dev/null
 tamper "UPDATE audit.events SET retention_class = 7 WHERE chain = (SELECT chain FROM audit.events WHERE action = 'sec.asserted')"
 # (read-only: verify's own event, chained meanwhile, would stay behind in the tampered state)
 assert_match "moved event" "$(PGOPTIONS="-c default_transaction_read_only=on" sql "SELECT string_agg(reason, ';') FROM audit.verify() WHERE NOT ok")" \
@@ -194,6 +197,7 @@ if [ "$n" -ge 3 ]; then
 else
   fail "chain $c has too few events for the forged-anchor case"
 fi
+sql "ALTER SYSTEM RESET audit_ext.level; SELECT pg_reload_conf()" >/dev/null
 fresh_db audit_sec
 sql "ALTER DATABASE audit_sec SET audit_ext.chains = 1" >/dev/null
 sql "CREATE TABLE public.t (id int PRIMARY KEY, v text); SELECT audit.track('public.t');
