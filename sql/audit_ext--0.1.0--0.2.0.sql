@@ -2331,7 +2331,7 @@ REVOKE ALL ON FUNCTION audit.record_autonomous(text, text, text, text, jsonb, js
 GRANT EXECUTE ON FUNCTION audit.record_autonomous(text, text, text, text, jsonb, jsonb, text, text, text, text, jsonb)
     TO audit_writer;
 CREATE FUNCTION audit_internal."_side_channel_attach"() RETURNS bool
-VOLATILE PARALLEL UNSAFE
+STRICT VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'side_channel_attach_wrapper';

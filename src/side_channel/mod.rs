@@ -24,6 +24,7 @@ pub mod worker;
 
 use crate::gucs::{self, Level};
 use crate::pg::{backend, shmem};
+use pgrx::prelude::*;
 use queue::{DONE, FAILED, FREE, QUEUE, READY, TAKEN};
 
 /// The fields of an event handed over, in their order in a slot. The first eleven are
@@ -363,8 +364,8 @@ pub fn status() -> (bool, String) {
 /// update script): a writer that found this database without audit_ext a moment ago sent its
 /// events to `audit_ext.database` and would go on doing so for some seconds; from now on they
 /// come here again. True when something was to be reset.
-#[pgrx::pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_side_channel_attach")]
-#[pgrx::search_path(pg_catalog, pg_temp)]
+#[pg_extern(volatile, parallel_unsafe, schema = "audit_internal", name = "_side_channel_attach")]
+#[search_path(pg_catalog, pg_temp)]
 fn side_channel_attach() -> bool {
     if !available() {
         return false;

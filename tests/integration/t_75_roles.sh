@@ -21,7 +21,7 @@ sql "CREATE ROLE it_role_a LOGIN PASSWORD 'hunter2-secret';
      ALTER ROLE it_role_b RENAME TO it_role_c;
      DROP ROLE it_role_a, it_role_c" >/dev/null
 assert_eq "role.create:it_role_a role.create:it_role_b role.alter:it_role_a role.set:it_role_a role.grant:it_role_a role.revoke:it_role_a role.rename:it_role_b role.drop:it_role_a role.drop:it_role_c" \
-  "$(sql "SELECT string_agg(action || ':' || object_name, ' ' ORDER BY id) FROM audit.events WHERE id > $mark")" \
+  "$(sql "SELECT string_agg(action || ':' || object_name, ' ' ORDER BY id) FROM audit.events WHERE id > $mark AND module IS DISTINCT FROM 'server'")" \
   "CREATE, ALTER, SET, GRANT, REVOKE, RENAME and DROP ROLE are each recorded"
 assert_eq "0" "$(sql "SELECT count(*) FROM audit.events WHERE id > $mark AND (new::text LIKE '%hunter2%' OR message LIKE '%hunter2%')")" \
   "a password never reaches the log"

@@ -174,6 +174,7 @@ sql_expect_error 22004 "SELECT audit.track('public.owned', exclude_columns => AR
 # (the side channel's logins and logouts off meanwhile: an event chained onto a chain that a
 # tampering moved away would fork it, and the moving back would not be the only change)
 sql "ALTER SYSTEM SET audit_ext.level = off; SELECT pg_reload_conf()" >/dev/null
+sleep 1   # (that session's own logout is written meanwhile)
 tamper "UPDATE audit.events SET retention_class = 7 WHERE chain = (SELECT chain FROM audit.events WHERE action = 'sec.asserted')"
 # (read-only: verify's own event, chained meanwhile, would stay behind in the tampered state)
 assert_match "moved event" "$(PGOPTIONS="-c default_transaction_read_only=on" sql "SELECT string_agg(reason, ';') FROM audit.verify() WHERE NOT ok")" \
