@@ -216,6 +216,14 @@ pub fn starting() -> bool {
     unsafe { pg_sys::Mode == pg_sys::ProcessingMode::InitProcessing }
 }
 
+/// Whether this process has its PGPROC (an LWLock can be waited for): not so while a
+/// connection is refused before the backend exists ("too many clients", "the database system
+/// is starting up", a bad startup packet).
+pub fn has_proc() -> bool {
+    // SAFETY: a process global.
+    unsafe { !pg_sys::MyProc.is_null() }
+}
+
 /// Whether this process is a client backend.
 pub fn client_backend() -> bool {
     // SAFETY: a process global.

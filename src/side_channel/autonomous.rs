@@ -59,7 +59,7 @@ crate::c_function!(
         let key = u32::from(backend::database_id());
         match super::hand_over(key, &ev, true).and_then(super::wait) {
             Ok(id) => Some(Value::from_int8(id)),
-            Err(e @ SideError::Refused(..)) | Err(e @ SideError::TooLarge(_)) => raise(e),
+            Err(e @ (SideError::Refused(..) | SideError::TooLarge(_) | SideError::Standby)) => raise(e),
             Err(e) if gucs::LEVEL.get() == Level::Required => raise(e),
             Err(e) => {
                 pgrx::warning!("audit_ext: audit.record_autonomous did not record the event: {e}");

@@ -152,13 +152,12 @@ pub enum SideError {
 
 impl crate::error::SqlError for SideError {
     fn code(&self) -> pgrx::PgSqlErrorCode {
-        use pgrx::PgSqlErrorCode::*;
         match self {
-            SideError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            SideError::Standby => ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            SideError::Full | SideError::Timeout(_) => ERRCODE_INSUFFICIENT_RESOURCES,
-            SideError::TooLarge(_) => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            SideError::Refused(0, _) => ERRCODE_INTERNAL_ERROR,
+            SideError::NotPreloaded => pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            SideError::Standby => pgrx::PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            SideError::Full | SideError::Timeout(_) => pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            SideError::TooLarge(_) => pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            SideError::Refused(0, _) => pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             SideError::Refused(code, _) => pgrx::PgSqlErrorCode::from(*code),
         }
     }
@@ -205,7 +204,7 @@ pub fn hand_over(key: u32, event: &SideEvent, wait: bool) -> Result<Ticket, Side
     loop {
         let (put, latch) = {
             let mut q = QUEUE.lock();
-            let put = q.put(key, &data, waiter);
+            let put = q.put(key, &data, waiter, backend::now());
             if put.is_none() && !wait {
                 q.counters.dropped += 1;
             }

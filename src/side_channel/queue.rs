@@ -37,6 +37,8 @@ pub struct Slot {
     /// Which writer writes it: a database oid, or FALLBACK.
     pub key: u32,
     pub ticket: u64,
+    /// When it was handed over (PostgreSQL-epoch microseconds).
+    pub since: i64,
     /// The latch of the backend waiting for the result, 0 when nobody waits.
     pub waiter: usize,
     pub id: i64,
@@ -92,7 +94,7 @@ pub const FALLBACK_OK: u32 = 0;
 pub const FALLBACK_NO_DATABASE: u32 = 1;
 pub const FALLBACK_NO_EXTENSION: u32 = 2;
 
-crate::zeroed_struct!(Slot: u32, u32, u64, usize, i64, i32, u32, [u8; 320], u32, [u8; SLOT_DATA]);
+crate::zeroed_struct!(Slot: u32, u32, u64, i64, usize, i64, i32, u32, [u8; 320], u32, [u8; SLOT_DATA]);
 crate::zeroed_struct!(Writer: u32, u32, usize, i32, i64);
 crate::zeroed_struct!(Counters: u64, u64, u64, u64, u64);
 crate::zeroed_struct!(Queue: usize, i32, u64, Counters, u32, i64, [Writer; WRITERS], [Slot; SLOTS]);
@@ -121,7 +123,7 @@ impl Queue {
     }
 
     /// Puts one encoded event in a free slot: (slot, ticket), or None when all are taken.
-    pub fn put(&mut self, key: u32, data: &[u8], waiter: usize) -> Option<(usize, u64)> {
+    pub fn put(&mut self, key: u32, data: &[u8], waiter: usize, now: i64) -> Option<(usize, u64)> {
         let i = self.slots.iter().position(|s| s.state == FREE)?;
         self.next_ticket += 1;
         let ticket = self.next_ticket;
@@ -129,6 +131,7 @@ impl Queue {
         s.state = READY;
         s.key = key;
         s.ticket = ticket;
+        s.since = now;
         s.waiter = waiter;
         s.id = 0;
         s.code = 0;

@@ -242,7 +242,8 @@ fn recorded_error(sqlstate: &str) -> bool {
 
 /// The error-report hook: raises nothing (see src/pg/session.rs).
 fn error_reported(e: &ErrorInfo) {
-    if !session::client_backend() || !super::available() || gucs::LEVEL.get() == Level::Off {
+    // (without a PGPROC the queue's lock could not be waited for: a PANIC)
+    if !session::client_backend() || !session::has_proc() || !super::available() || gucs::LEVEL.get() == Level::Off {
         return;
     }
     if e.is_fatal() {

@@ -23,14 +23,19 @@ use crate::gucs;
 use crate::pg::value::Value;
 use crate::pg::{backend, elevate, session, shmem};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::pg_guard;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use std::cell::Cell;
 use std::ffi::CString;
 use std::time::Duration;
 
 /// Events a writer takes per transaction.
 const BATCH: usize = 64;
+/// How long events nobody waits for (logouts, failed logins, denied statements) may wait for
+/// company: a writer holds them back this long so that they share a transaction (and its
+/// commit) with the next events, which halves the writer's transactions when clients log in
+/// and out one after another (measured: BENCHMARKS.md, "The side channel").
+const LINGER_US: i64 = 50_000;
 /// A writer exits after this long without events.
 const IDLE_EXIT_US: i64 = 60_000_000;
 /// A writer that has not started after this long is taken for failed (the launcher tries again).
@@ -192,6 +197,26 @@ fn fail_waiting(key: u32, why: &str) {
     latches.into_iter().for_each(shmem::set_latch);
 }
 
+/// Whether the writer of `key` should hold its waiting events back a little longer (and
+/// for how long): when none of them has a caller waiting, and the oldest is younger than
+/// [`LINGER_US`], and the server is not shutting down.
+fn linger(key: u32) -> Option<i64> {
+    if BackgroundWorker::sigterm_received() {
+        return None;
+    }
+    let now = backend::now();
+    let q = QUEUE.lock();
+    let mut oldest = None::<i64>;
+    for s in q.slots.iter().filter(|s| s.state == READY && s.key == key) {
+        if s.waiter != 0 {
+            return None;
+        }
+        oldest = Some(oldest.map_or(s.since, |o| o.min(s.since)));
+    }
+    let age = now - oldest?;
+    (age < LINGER_US).then_some(LINGER_US - age)
+}
+
 /// Takes up to `n` waiting events of `key` (they become TAKEN).
 fn take(key: u32, n: usize) -> Vec<(usize, u64, Option<SideEvent>)> {
     let raw: Vec<(usize, u64, Vec<u8>)> = {
@@ -257,6 +282,10 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
             drop(q);
             shmem::set_latch(launcher);
             return;
+        }
+        if let Some(wait_us) = linger(key) {
+            shmem::wait_latch((wait_us / 1000).max(1));
+            continue;
         }
         let batch = take(key, BATCH);
         if !batch.is_empty() {
@@ -325,12 +354,18 @@ enum Outcome {
 /// Writes a batch in one transaction. False when the database has no audit_ext (the batch
 /// went on to the fallback database, or to the server log if this is the fallback).
 fn write(key: u32, batch: Vec<(usize, u64, Option<SideEvent>)>) -> bool {
+    let waited = {
+        let q = QUEUE.lock();
+        batch.iter().any(|(i, t, _)| q.slots[*i].ticket == *t && q.slots[*i].waiter != 0)
+    };
     let outcomes: Option<Vec<Outcome>> = BackgroundWorker::transaction(|| {
         // The writer runs as the bootstrap superuser, with the settings of the database
         // (ALTER DATABASE ... SET, which its owner may change): pin the search path before
-        // any name is resolved, and make each commit durable before its waiters are told.
-        Spi::run("SET LOCAL search_path = pg_catalog, pg_temp").expect("audit_ext: pinning search_path failed");
-        Spi::run("SET LOCAL synchronous_commit = on").expect("audit_ext: setting synchronous_commit failed");
+        // any name is resolved. A commit that a caller waits for is durable before the caller
+        // is told; one nobody waits for need not wait for its WAL flush (the window of
+        // "Durability" in the README grows by wal_writer_delay).
+        backend::set_setting(c"search_path", c"pg_catalog, pg_temp", true);
+        backend::set_setting(c"synchronous_commit", if waited { c"on" } else { c"off" }, true);
         if !backend::extension_installed(c"audit_ext") {
             return None;
         }
