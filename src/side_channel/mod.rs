@@ -5,7 +5,7 @@
 //!
 //! - [`queue`]: the slots in shared memory and the table of writers;
 //! - [`worker`]: the launcher (one, static) and the writers (one per database with events,
-//!   started on demand, gone after a minute idle);
+//!   started on demand, gone after 4 s idle);
 //! - [`sessions`]: logins, logouts and denied statements (the authentication hook, the
 //!   error-report hook, the exit callback);
 //! - [`autonomous`]: the SQL function `audit.record_autonomous`.

@@ -9,7 +9,8 @@
 //! (each in a subtransaction, so one refused event does not take the others with it) with
 //! synchronous_commit on, then wakes their waiters: many logins at once share one commit.
 //! A database without audit_ext sends its events on to the fallback database. A writer that
-//! was idle for [`IDLE_EXIT_US`] exits, so idle databases hold no worker slot.
+//! was idle for [`IDLE_EXIT_US`] exits, so idle databases hold no worker slot and a
+//! `DROP DATABASE` is not kept waiting.
 //!
 //! Writers never audit themselves: they are not client backends, so neither the login hook
 //! nor the error hook records anything of theirs, and their events do not go through the
@@ -36,8 +37,10 @@ const BATCH: usize = 64;
 /// commit) with the next events, which halves the writer's transactions when clients log in
 /// and out one after another (measured: BENCHMARKS.md, "The side channel").
 const LINGER_US: i64 = 50_000;
-/// A writer exits after this long without events.
-const IDLE_EXIT_US: i64 = 60_000_000;
+/// A writer exits after this long without events: under the 5 s that `DROP DATABASE` waits
+/// for the database's other sessions to go (a writer is one), and long enough that logins a
+/// few seconds apart find it running (starting one adds a fork and a connection to a login).
+const IDLE_EXIT_US: i64 = 4_000_000;
 /// A writer that has not started after this long is taken for failed (the launcher tries again).
 const START_TIMEOUT_US: i64 = 10_000_000;
 /// How long a database found without audit_ext sends its events to the fallback database
@@ -46,6 +49,8 @@ const NO_EXTENSION_RECHECK_US: i64 = 10_000_000;
 
 thread_local! {
     static KEY: Cell<u32> = const { Cell::new(u32::MAX) };
+    /// SIGTERM came (pgrx's flag is cleared by reading it: this one stays).
+    static STOP: Cell<bool> = const { Cell::new(false) };
     static CONNECTED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -201,7 +206,7 @@ fn fail_waiting(key: u32, why: &str) {
 /// for how long): when none of them has a caller waiting, and the oldest is younger than
 /// [`LINGER_US`], and the server is not shutting down.
 fn linger(key: u32) -> Option<i64> {
-    if BackgroundWorker::sigterm_received() {
+    if stopping() {
         return None;
     }
     let now = backend::now();
@@ -215,6 +220,15 @@ fn linger(key: u32) -> Option<i64> {
     }
     let age = now - oldest?;
     (age < LINGER_US).then_some(LINGER_US - age)
+}
+
+/// Whether the server asked this writer to stop (SIGTERM: a shutdown, or `pg_terminate_backend`,
+/// or `DROP DATABASE ... WITH (FORCE)`).
+fn stopping() -> bool {
+    if BackgroundWorker::sigterm_received() {
+        STOP.set(true);
+    }
+    STOP.get()
 }
 
 /// Takes up to `n` waiting events of `key` (they become TAKEN).
@@ -250,6 +264,15 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
         BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(key)), None);
     }
     CONNECTED.set(true);
+    // Settings a database's owner may give the database (ALTER DATABASE ... SET) that would
+    // make every event fail: the writer's own session values win over them.
+    for (name, value) in [
+        (c"default_transaction_read_only", c"off"),
+        (c"statement_timeout", c"0"),
+        (c"search_path", c"pg_catalog, pg_temp"),
+    ] {
+        backend::set_setting(name, value, false);
+    }
     {
         let mut q = QUEUE.lock();
         let me = queue::Writer {
@@ -269,7 +292,7 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
         }
     }
     let mut idle_since = backend::now();
-    let mut stopping = false;
+    let mut last_call = false;
     loop {
         reload_if_asked();
         if key == FALLBACK && fallback_name() != connected_to {
@@ -295,10 +318,15 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
             idle_since = backend::now();
             continue;
         }
-        // Stop when asked (after the last events were written: a fast shutdown signals the
+        // Stop when asked, after one last look a moment later (a fast shutdown signals the
         // backends and the writers at once, and the backends' logouts follow within moments),
-        // or when idle long enough and nothing came in meanwhile.
-        if stopping || backend::now() - idle_since > IDLE_EXIT_US {
+        // or when idle long enough; either way only if nothing came in meanwhile.
+        if stopping() && !last_call {
+            last_call = true;
+            shmem::wait_latch(200);
+            continue;
+        }
+        if last_call || backend::now() - idle_since > IDLE_EXIT_US {
             let mut q = QUEUE.lock();
             if !q.slots.iter().any(|s| s.state == READY && s.key == key) {
                 if let Some(w) = q.writer(key) {
@@ -308,11 +336,7 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
             }
             continue;
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(1000))) {
-            stopping = true;
-            // give the backends that are being shut down a moment to hand their logouts over
-            shmem::wait_latch(200);
-        }
+        shmem::wait_latch(1000);
     }
 }
 

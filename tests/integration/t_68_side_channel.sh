@@ -126,6 +126,16 @@ assert_eq "100" "$(( $(logins side_db "application = 'side-par' AND status = 'su
   "100 logins in parallel: 100 events"
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "every chain verifies after them"
 
+# A database's owner cannot make the writers fail with the database's settings.
+sql "ALTER DATABASE side_db SET default_transaction_read_only = on; ALTER DATABASE side_db SET statement_timeout = '1ms'" -d postgres
+sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'audit_ext writer'" -d postgres >/dev/null
+sleep 1
+before=$(logins side_db "application = 'side-ro'")
+PGAPPNAME=side-ro tcp side_alice Secret-Pw-1 side_db "SELECT 1" >/dev/null
+sql "ALTER DATABASE side_db RESET default_transaction_read_only; ALTER DATABASE side_db RESET statement_timeout" -d postgres
+assert_eq "1" "$(( $(logins side_db "application = 'side-ro'") - before ))" \
+  "ALTER DATABASE ... SET default_transaction_read_only = on, statement_timeout = 1ms: logins are still recorded"
+
 # ---- denied statements ------------------------------------------------------------------------
 out=$(tcp side_alice Secret-Pw-1 side_db "SELECT * FROM pg_authid" 2>&1 || true)
 assert_match "permission denied for table pg_authid" "$out" "a statement without privilege fails with 42501"
@@ -281,4 +291,6 @@ tcp side_alice Secret-Pw-1 side_db "SELECT 1" >/dev/null
 assert_eq "t" "$(sql "SELECT count(*) > 0 FROM audit.events WHERE action = 'authentication.login' AND at > now() - interval '5 seconds'")" \
   "after recovery logins are recorded again"
 rm -rf "$ack"
-PGOPTIONS='-c client_min_messages=warning' sql "DROP DATABASE IF EXISTS side_db WITH (FORCE); DROP DATABASE IF EXISTS side_noext WITH (FORCE)" -d postgres >/dev/null
+# a writer is a session of its database until idle 4 s; DROP DATABASE waits up to 5 s for it
+PGOPTIONS='-c client_min_messages=warning' sql "DROP DATABASE IF EXISTS side_db; DROP DATABASE IF EXISTS side_noext" -d postgres >/dev/null
+ok "DROP DATABASE of a database the side channel just wrote to waits for its writer and succeeds"

@@ -75,4 +75,22 @@ assert_eq "alert.create alert.disable alert.drop stream.create stream.create str
   "$(sql "SELECT string_agg(action, ' ' ORDER BY action) FROM audit.events WHERE module = 'alert' AND action NOT IN ('alert.fired')")" \
   "creating, disabling and dropping rules and streams are audited events"
 assert_eq "t" "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "alert.fired events are chained like any event"
+
+# A role that may INSERT into audit.events but views only its own events: the alert counts
+# every matching event (as the extension's owner), not only those row level security shows it,
+# and its NOTIFY still reaches the listener.
+PGOPTIONS='-c client_min_messages=warning' sql "DROP ROLE IF EXISTS al_viewer" >/dev/null
+sql "CREATE ROLE al_viewer LOGIN IN ROLE audit_viewer; GRANT INSERT ON audit.events TO al_viewer;
+     GRANT USAGE ON SEQUENCE audit.events_id_seq TO al_viewer;
+     SELECT audit.create_alert('spray', 'action:card.declined', threshold => 3, \"window\" => '1 minute')" >/dev/null
+m=$(sql "SELECT max(id) FROM audit.events")
+listen audit_alert 4 "$out/viewer"
+sleep 0.5
+sql "SELECT audit.record('card.declined'); SELECT audit.record('card.declined')" >/dev/null
+psql -XAtq -v ON_ERROR_STOP=1 -U al_viewer -c "INSERT INTO audit.events (action) VALUES ('card.declined')" >/dev/null
+wait
+assert_eq "1" "$(sql "SELECT count(*) FROM audit.events WHERE id > $m AND action = 'alert.fired' AND object_name = 'spray'")" \
+  "a viewer's direct INSERT that reaches the threshold fires the alert: every matching event is counted, not only the viewer's own"
+assert_match '"alert": "spray"|"alert":"spray"' "$(notes "$out/viewer")" "and its notification is delivered"
+sql "SELECT audit.drop_alert('spray'); REVOKE ALL ON audit.events FROM al_viewer; REVOKE ALL ON SEQUENCE audit.events_id_seq FROM al_viewer; DROP ROLE al_viewer" >/dev/null
 rm -rf "$out"
