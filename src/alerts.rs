@@ -317,7 +317,8 @@ fn evaluate_event(trigger: &crate::pg::trigger::Trigger) {
     // (loaded once per backend; only the load itself needs the pinned path)
     let rules = match CACHE.with(|c| c.borrow().clone()) {
         Some(r) => r,
-        None => crate::pg::elevate::with_pinned_path(load),
+        // as the extension's owner: a role that may only INSERT need not read the rules
+        None => crate::pg::elevate::as_owner(load),
     };
     let nested = DEPTH.get() > 0;
     if rules.streams.is_empty() && (nested || rules.rules.is_empty()) {

@@ -183,7 +183,7 @@ mod tests {
     fn reserved_names_cover_own_events() {
         for (module, actions) in OWN {
             assert!(reserved_module(module), "{module}");
-            if module == &"server" {
+            if module == "server" {
                 continue;
             }
             for a in actions.iter().filter(|a| !a.starts_with("permission.")) {

@@ -85,25 +85,13 @@ fn login_event(login: &Login, status: &str, error: Option<&ErrorInfo>, client: O
     }
     let user = login.user.clone().unwrap_or_default();
     let db = login.database.clone().unwrap_or_default();
-    let mut ev = SideEvent::new();
-    ev.set(field::ACTION, "authentication.login")
-        .set(field::MODULE, MODULE)
-        .set(field::OBJECT_TYPE, "database")
-        .set(field::OBJECT_ID, db.clone())
-        .set(field::OBJECT_NAME, db.clone())
-        .set(field::STATUS, status)
-        .set(field::SEVERITY, if status == "success" { "info" } else { "warning" })
-        .set(
-            field::MESSAGE,
-            match error {
-                None => format!("role {user:?} logged in to database {db:?}"),
-                Some(e) => format!("login of role {user:?} to database {db:?} failed: {}", e.message),
-            },
-        )
-        .set(field::METADATA, meta.to_string())
-        .set(field::AT, backend::now().to_string())
-        .set(field::SESSION_USER, user)
-        .set(field::SESSION_ID, sid);
+    let message = match error {
+        None => format!("role {user:?} logged in to database {db:?}"),
+        Some(e) => format!("login of role {user:?} to database {db:?} failed: {}", e.message),
+    };
+    let severity = if status == "success" { "info" } else { "warning" };
+    let mut ev = database_event("authentication.login", status, severity, &db, message, &meta);
+    ev.set(field::AT, backend::now().to_string()).set(field::SESSION_USER, user).set(field::SESSION_ID, sid);
     if let Some(app) = &login.application {
         ev.set(field::APPLICATION, app.clone());
     }
@@ -113,8 +101,36 @@ fn login_event(login: &Login, status: &str, error: Option<&ErrorInfo>, client: O
     ev
 }
 
+/// An event of module `server` about database `db` (a login or a logout).
+fn database_event(
+    action: &str,
+    status: &str,
+    severity: &str,
+    db: &str,
+    message: String,
+    meta: &serde_json::Value,
+) -> SideEvent {
+    let mut ev = SideEvent::new();
+    ev.set(field::ACTION, action)
+        .set(field::MODULE, MODULE)
+        .set(field::OBJECT_TYPE, "database")
+        .set(field::OBJECT_ID, db)
+        .set(field::OBJECT_NAME, db)
+        .set(field::STATUS, status)
+        .set(field::SEVERITY, severity)
+        .set(field::MESSAGE, message)
+        .set(field::METADATA, meta.to_string());
+    ev
+}
+
 /// The authentication hook, after a client authenticated.
-fn authenticated(a: Authenticated) {
+fn authenticated(mut a: Authenticated) {
+    // pg_restore (in restore mode by itself: gucs::restoring) loads events with their ids into
+    // its database, and an event chained there meanwhile would take an id the dump holds: its
+    // sessions' events go to audit_ext.database.
+    if a.login.application.as_deref() == Some("pg_restore") {
+        a.database_oid = None;
+    }
     AUTH_DB.set(a.database_oid);
     let level = gucs::LEVEL.get();
     if level == Level::Off || !a.will_pass {
@@ -151,11 +167,15 @@ fn authenticated(a: Authenticated) {
         }
         // where the event went nowhere but the server log (the writer wrote that line):
         // what audit_ext.level = on means, no warning
-        Err(super::SideError::Refused(..)) => {}
+        Err(super::SideError::Refused(code, _)) if code == super::worker::NO_LOG as i32 => {}
         Err(e) => {
-            pgrx::log!("{}", ev.log_line(&e.to_string()));
-            if !matches!(e, super::SideError::Full) {
-                super::count_dropped(); // (hand_over counted a full queue)
+            // (a refused event was counted and logged by the writer or the launcher, a full
+            // queue counted by hand_over)
+            if !matches!(e, super::SideError::Refused(..)) {
+                pgrx::log!("{}", ev.log_line(&e.to_string()));
+            }
+            if !matches!(e, super::SideError::Full | super::SideError::Refused(..)) {
+                super::count_dropped();
             }
             pgrx::warning!("audit_ext: this login was not recorded: {e}");
         }
@@ -186,25 +206,12 @@ fn logged_out() {
     }
     let user = s.login.user.clone().unwrap_or_default();
     let db = s.login.database.clone().unwrap_or_default();
-    let mut ev = SideEvent::new();
-    ev.set(field::ACTION, "authentication.logout")
-        .set(field::MODULE, MODULE)
-        .set(field::OBJECT_TYPE, "database")
-        .set(field::OBJECT_ID, db.clone())
-        .set(field::OBJECT_NAME, db.clone())
-        .set(field::STATUS, "success")
-        .set(field::SEVERITY, "info")
-        .set(
-            field::MESSAGE,
-            format!(
-                "role {user:?} logged out of database {db:?} after {seconds:.3} s{}",
-                ended.as_ref().map(|(_, m)| format!(" ({m})")).unwrap_or_default()
-            ),
-        )
-        .set(field::METADATA, meta.to_string())
-        .set(field::AT, now.to_string())
-        .set(field::SESSION_USER, user)
-        .set(field::SESSION_ID, s.session_id.clone());
+    let message = format!(
+        "role {user:?} logged out of database {db:?} after {seconds:.3} s{}",
+        ended.as_ref().map(|(_, m)| format!(" ({m})")).unwrap_or_default()
+    );
+    let mut ev = database_event("authentication.logout", "success", "info", &db, message, &meta);
+    ev.set(field::AT, now.to_string()).set(field::SESSION_USER, user).set(field::SESSION_ID, s.session_id.clone());
     if let Some(app) = session::setting(c"application_name").filter(|a| !a.is_empty()) {
         ev.set(field::APPLICATION, app);
     }
@@ -286,13 +293,16 @@ fn object_of(e: &ErrorInfo) -> (Option<String>, Option<String>) {
 }
 
 fn denied(e: &ErrorInfo) {
-    let (session_user, client, sid) = SESSION.with(|s| {
+    let here = Some(backend::database_id());
+    let (session_user, client, sid, target) = SESSION.with(|s| {
         s.borrow()
             .as_ref()
-            .map(|s| (s.login.user.clone().unwrap_or_default(), s.client_ip.clone(), s.session_id.clone()))
+            .map(|s| {
+                (s.login.user.clone().unwrap_or_default(), s.client_ip.clone(), s.session_id.clone(), s.database_oid)
+            })
             .unwrap_or_else(|| {
                 let login = session::login().unwrap_or_default();
-                (login.user.clone().unwrap_or_default(), client_ip(&login), session_id())
+                (login.user.clone().unwrap_or_default(), client_ip(&login), session_id(), here)
             })
     });
     // the statement, cut so that the event fits (audit_ext.max_event_bytes, a slot)
@@ -330,7 +340,7 @@ fn denied(e: &ErrorInfo) {
     }
     context_into(&mut ev);
     // (no log line from inside an error report: hand_over counted it as dropped)
-    let _ = super::hand_over(u32::from(backend::database_id()), &ev, false);
+    let _ = super::hand_over(key_of(target), &ev, false);
 }
 
 /// `s` cut to at most `max` bytes at a character boundary, marked when cut.

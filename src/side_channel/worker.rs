@@ -155,7 +155,7 @@ fn tick() {
                 forget_writer(key);
                 let why =
                     format!("database {:?} (audit_ext.database) does not exist", fallback_name().to_string_lossy());
-                fail_waiting(key, &why);
+                fail_waiting(key, &why, NO_LOG);
                 continue;
             }
         }
@@ -170,7 +170,11 @@ fn tick() {
             .load_dynamic();
         if started.is_err() {
             forget_writer(key);
-            fail_waiting(key, "no background worker slot was free (raise max_worker_processes)");
+            fail_waiting(
+                key,
+                "no background worker slot was free (raise max_worker_processes)",
+                pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            );
         }
     }
 }
@@ -182,8 +186,12 @@ fn forget_writer(key: u32) {
     }
 }
 
-/// Ends every waiting event of `key` as refused, each mirrored to the server log.
-fn fail_waiting(key: u32, why: &str) {
+/// The code of an event that had no log to go to (no audit_ext there, no such database):
+/// what `audit_ext.level = on` accepts without a warning (README "Side channel").
+pub const NO_LOG: pgrx::PgSqlErrorCode = pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT;
+
+/// Ends every waiting event of `key` as refused with `code`, each mirrored to the server log.
+fn fail_waiting(key: u32, why: &str, code: pgrx::PgSqlErrorCode) {
     let taken = take(key, queue::SLOTS);
     for (_, _, e) in &taken {
         match e {
@@ -196,7 +204,7 @@ fn fail_waiting(key: u32, why: &str) {
         let mut q = QUEUE.lock();
         for (i, t, _) in &taken {
             q.counters.unlogged += 1;
-            latches.push(q.finish(*i, *t, Err((pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES as i32, why))));
+            latches.push(q.finish(*i, *t, Err((code as i32, why))));
         }
     }
     latches.into_iter().for_each(shmem::set_latch);
@@ -443,7 +451,7 @@ fn no_extension(key: u32, batch: Vec<(usize, u64, Option<SideEvent>)>) {
         let mut q = QUEUE.lock();
         for (i, t, _) in &batch {
             q.counters.unlogged += 1;
-            latches.push(q.finish(*i, *t, Err((pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT as i32, &why))));
+            latches.push(q.finish(*i, *t, Err((NO_LOG as i32, &why))));
         }
         drop(q);
         latches.into_iter().for_each(shmem::set_latch);

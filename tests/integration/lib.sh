@@ -16,6 +16,8 @@
 #   tamper "SQL" [psql args]         run SQL as a superuser who switched off every guard first
 #                                    (event triggers, triggers of audit.events and partitions),
 #                                    then switch them back on (ALWAYS), committed
+#   kill9_cluster DATADIR            kill -9 the cluster's postmaster and all its children, wait
+#                                    until they are gone; sets KILLED_PM to the postmaster's pid
 # Tests run in tests/integration; $TOOLS is tests/tools, $TEST_PORT the test cluster's port.
 # A test that exits early (an unexpected SQL error under set -e) counts as one failure.
 
@@ -109,4 +111,28 @@ grown_mb() {
   fi
   wait "$client" || true
   if [ -n "$pid" ] && [ "$peak" -gt 0 ]; then echo $(( (peak - base) / 1024 )); else echo "f (backend ${pid:-not found})"; fi
+}
+
+# Alive: a /proc entry that is not a zombie's (read once: it can vanish between two reads).
+proc_alive() { local st; st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; [[ ! $st =~ ^[0-9]+\ \(.*\)\ Z ]]; }
+
+kill9_cluster() {
+  local d=$1 pm children p
+  pm=$(head -n 1 "$d/postmaster.pid")
+  # Freeze the postmaster first: otherwise it can fork a backend between the listing of its
+  # children and the kill, and that orphan (seen here) holds the old shared memory and blocks
+  # the restart.
+  kill -STOP "$pm"
+  children=$(ps -o pid= --ppid "$pm" || true)
+  kill -9 "$pm" $children 2>/dev/null || true
+  # (run.sh runs the tests under a subreaper, so the dead are reaped. A process in the middle
+  # of an fsync dies only when the call returns, which under heavy I/O was seen to take 30 s.)
+  for p in $pm $children; do
+    for _ in $(seq 1200); do proc_alive "$p" || break; sleep 0.1; done
+    if proc_alive "$p"; then fail "process $p still alive 120 s after SIGKILL"; fi
+  done
+  # The restart reads postmaster.pid: a dead postmaster not yet reaped still answers kill -0.
+  for _ in $(seq 300); do [ -e "/proc/$pm" ] || break; sleep 0.1; done
+  if [ -e "/proc/$pm" ]; then as_pg rm -f "$d/postmaster.pid"; fi   # a zombie nobody reaps
+  KILLED_PM=$pm
 }

@@ -26,24 +26,8 @@ writer() {
 touch "$ack/run"
 for w in 1 2 3; do writer "$w" & done
 sleep 4
-pm=$(head -n 1 "$datadir/postmaster.pid")
-# Freeze the postmaster first: otherwise it can fork a backend for a writer between the listing
-# of its children and the kill, and that orphan (seen here) holds the old shared memory and
-# blocks the restart.
-kill -STOP "$pm"
-children=$(ps -o pid= --ppid "$pm" || true)
-kill -9 "$pm" $children 2>/dev/null || true
-# (run.sh runs us under a subreaper, so the dead are reaped. A process in the middle of an
-# fsync dies only when the call returns, which under heavy I/O was seen to take over 30 s.)
-# Alive: it has a /proc entry that is not a zombie's (read once: it can vanish between two reads).
-alive() { local st; st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; [[ ! $st =~ ^[0-9]+\ \(.*\)\ Z ]]; }
-for p in $pm $children; do
-  for _ in $(seq 1200); do alive "$p" || break; sleep 0.1; done
-  if alive "$p"; then fail "process $p still alive 120 s after SIGKILL"; fi
-done
-# The restart reads postmaster.pid: a dead postmaster not yet reaped still answers kill -0.
-for _ in $(seq 300); do [ -e "/proc/$pm" ] || break; sleep 0.1; done
-if [ -e "/proc/$pm" ]; then as_pg rm -f "$datadir/postmaster.pid"; fi   # a zombie nobody reaps
+kill9_cluster "$datadir"
+pm=$KILLED_PM
 rm -f "$ack/run"
 wait "$load" 2>/dev/null || true
 wait 2>/dev/null || true
