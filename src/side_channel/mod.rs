@@ -14,7 +14,8 @@
 //! `record_autonomous` that returns its id) waits until the writer's transaction committed
 //! (synchronous_commit on), so a `kill -9` of the postmaster right after loses nothing. Events
 //! nobody waits for (logouts, denied statements, failed logins) sit in shared memory until a
-//! writer commits them, normally within milliseconds: a crash of the server in that window
+//! writer commits them and its WAL is flushed, within about a quarter of a second (the 50 ms
+//! linger of worker.rs, then `wal_writer_delay`): a crash of the server in that window
 //! loses them (README "Side channel", durability).
 
 pub mod autonomous;
@@ -186,8 +187,9 @@ pub fn available() -> bool {
 
 /// Hands `event` over to the writer of `key` (a database oid, or the fallback database).
 /// With `wait`, the caller will [`wait`] for it (its latch is set when the event is written);
-/// it then also waits, up to [`WAIT_SECONDS`], for a free slot. Never raises: also called
-/// from the error-report hook.
+/// it then also waits, up to [`WAIT_SECONDS`], for a free slot, and may raise a pending
+/// interrupt. Without `wait` it never raises: the error-report hook and the exit callback
+/// call it so.
 pub fn hand_over(key: u32, event: &SideEvent, wait: bool) -> Result<Ticket, SideError> {
     if !available() {
         return Err(SideError::NotPreloaded);

@@ -272,8 +272,10 @@ pub extern "C-unwind" fn audit_ext_side_writer(arg: pg_sys::Datum) {
         BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(key)), None);
     }
     CONNECTED.set(true);
-    // Settings a database's owner may give the database (ALTER DATABASE ... SET) that would
-    // make every event fail: the writer's own session values win over them.
+    // The writer runs as the bootstrap superuser, with the settings of its database (ALTER
+    // DATABASE ... SET, which the database's owner may change): its own session values win
+    // over those that would make every event fail, and the search path is pinned before any
+    // name is resolved.
     for (name, value) in [
         (c"default_transaction_read_only", c"off"),
         (c"statement_timeout", c"0"),
@@ -391,12 +393,10 @@ fn write(key: u32, batch: Vec<(usize, u64, Option<SideEvent>)>) -> bool {
         batch.iter().any(|(i, t, _)| q.slots[*i].ticket == *t && q.slots[*i].waiter != 0)
     };
     let outcomes: Option<Vec<Outcome>> = BackgroundWorker::transaction(|| {
-        // The writer runs as the bootstrap superuser, with the settings of the database
-        // (ALTER DATABASE ... SET, which its owner may change): pin the search path before
-        // any name is resolved. A commit that a caller waits for is durable before the caller
-        // is told; one nobody waits for need not wait for its WAL flush (the window of
-        // "Durability" in the README grows by wal_writer_delay).
-        backend::set_setting(c"search_path", c"pg_catalog, pg_temp", true);
+        // (search_path is pinned for the writer's session, when it connected.) A commit that
+        // a caller waits for is durable before the caller is told; one nobody waits for need
+        // not wait for its WAL flush (the window of "Durability" in the README grows by
+        // wal_writer_delay).
         backend::set_setting(c"synchronous_commit", if waited { c"on" } else { c"off" }, true);
         if !backend::extension_installed(c"audit_ext") {
             return None;
