@@ -134,5 +134,10 @@ GRANT EXECUTE ON FUNCTION audit.report(text, timestamptz, timestamptz), audit.re
 GRANT SELECT ON audit.view_grants TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit.allow_view(regrole, regrole), audit.disallow_view(regrole, regrole) TO audit_admin;
 
+-- Forwarders (sql/forward.sql): admins create and drop them, readers see how they are doing.
+GRANT EXECUTE ON FUNCTION audit.create_forwarder(text, text, text, text), audit.drop_forwarder(text) TO audit_admin;
+GRANT SELECT ON audit.forwarders TO audit_reader;
+GRANT EXECUTE ON FUNCTION audit_internal._forwarder_lag(jsonb) TO audit_reader;
+
 -- Admins can do both.
 GRANT audit_writer, audit_reader TO audit_admin;

@@ -122,6 +122,11 @@ pub enum Level {
 /// workers: postgresql.conf, applied on reload.
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
+/// The CA certificates (PEM) that a `tls://` forwarder's receiver is checked against
+/// (src/forward/transport.rs). Read by the forwarder workers: postgresql.conf, applied on
+/// reload (superuser-only, as every setting of that context).
+pub static TLS_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 /// The SQLSTATEs of failing statements that are recorded as `statement.denied`, comma
 /// separated (`42501` by default: insufficient privilege). Superuser-only.
 pub static RECORD_ERRORS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"42501"));
@@ -239,6 +244,14 @@ pub fn init() {
         c"Database whose audit log receives events about databases without audit_ext (or that do not exist).",
         c"Without audit_ext there, such events only reach the server log. Applied on reload.",
         &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"audit_ext.tls_ca_file",
+        c"CA certificates (PEM file) that tls:// forwarders check their receiver against.",
+        c"Read by the forwarder workers; applied on reload.",
+        &TLS_CA_FILE,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -11,6 +11,7 @@ mod capture;
 mod checkpoint;
 mod diff;
 mod export;
+mod forward;
 mod guards;
 mod maintenance;
 mod mirror;
@@ -70,6 +71,11 @@ extension_sql_file!(
     "../sql/export.sql",
     name = "export",
     requires = ["verify", search::translate, export::export_header]
+);
+extension_sql_file!(
+    "../sql/forward.sql",
+    name = "forward",
+    requires = ["export", "record", forward::forwarder_check, forward::forwarders_changed]
 );
 extension_sql_file!(
     "../sql/alerts.sql",
@@ -132,6 +138,7 @@ pub extern "C-unwind" fn _PG_init() {
     reads::init();
     retention::init();
     side_channel::init();
+    forward::init();
 }
 
 /// Required by `cargo pgrx test`.

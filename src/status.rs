@@ -83,6 +83,10 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
             let (active, detail) = crate::side_channel::status();
             ("side_channel".to_string(), active, detail)
         },
+        {
+            let (active, detail) = crate::forward::status();
+            ("forwarders".to_string(), active, detail)
+        },
     ];
     TableIterator::new(rows)
 }

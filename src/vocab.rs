@@ -30,6 +30,8 @@ pub const OWN: [(&str, &[&str]); 7] = [
         &[
             "audit.checkpoint",
             "audit.key_rotated",
+            "audit.forwarder_created",
+            "audit.forwarder_dropped",
             "audit.view_allowed",
             "audit.view_disallowed",
             "audit.report",

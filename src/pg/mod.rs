@@ -16,7 +16,9 @@
 //! - [`datum`]: the unsafe datum helpers the above are built on;
 //! - [`memory`]: a scratch memory context that loops reset;
 //! - [`locks`]: audit_ext's own lock tags (chains, maintenance, alerts), the one owner of their keys;
-//! - [`elevate`]: running audit_ext's own statements as the extension's owner, safely.
+//! - [`elevate`]: running audit_ext's own statements as the extension's owner, safely;
+//! - [`shmem`], [`session`]: shared memory and latches; the session hooks of the side channel;
+//! - [`os`]: the operating system calls the standard library lacks (a socket's unacknowledged bytes).
 
 pub mod backend;
 pub mod callbacks;
@@ -26,6 +28,7 @@ pub mod executor;
 pub mod fcinfo;
 pub mod locks;
 pub mod memory;
+pub mod os;
 pub mod row;
 pub mod session;
 pub mod shmem;

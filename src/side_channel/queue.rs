@@ -28,6 +28,16 @@ pub const W_RUNNING: u32 = 2;
 /// The database has no audit_ext: its events go to `audit_ext.database` for a while.
 pub const W_NO_EXTENSION: u32 = 3;
 
+/// Forwarder workers at once (one per database with forwarders, src/forward/worker.rs).
+pub const FORWARDERS: usize = 16;
+
+/// Forwarder worker states.
+pub const F_NONE: u32 = 0;
+/// Asked for: the launcher starts it (not before `since`).
+pub const F_WANTED: u32 = 1;
+pub const F_STARTING: u32 = 2;
+pub const F_RUNNING: u32 = 3;
+
 /// The key of the writer for `audit_ext.database` (other keys are database oids).
 pub const FALLBACK: u32 = 0;
 
@@ -60,6 +70,20 @@ pub struct Writer {
     pub since: i64,
 }
 
+/// A database's forwarder worker.
+#[repr(C)]
+pub struct Forwarder {
+    pub db: u32,
+    pub state: u32,
+    /// Bumped by each commit that changed the database's forwarders (the worker reads them
+    /// again, and does not exit while it has a change it has not read).
+    pub requests: u32,
+    pub pid: i32,
+    pub latch: usize,
+    /// When the state was set; for F_WANTED, when the launcher may start it.
+    pub since: i64,
+}
+
 /// Counters since the server started, for `audit.status()`.
 #[repr(C)]
 pub struct Counters {
@@ -87,6 +111,10 @@ pub struct Queue {
     /// When the problem was seen (PostgreSQL-epoch microseconds).
     pub fallback_since: i64,
     pub writers: [Writer; WRITERS],
+    pub forwarders: [Forwarder; FORWARDERS],
+    /// Whether the scout that finds the databases with forwarders ran since the server
+    /// started (0: not yet; 1: started; 2: done).
+    pub scout: u32,
     pub slots: [Slot; SLOTS],
 }
 
@@ -96,8 +124,9 @@ pub const FALLBACK_NO_EXTENSION: u32 = 2;
 
 crate::zeroed_struct!(Slot: u32, u32, u64, i64, usize, i64, i32, u32, [u8; 320], u32, [u8; SLOT_DATA]);
 crate::zeroed_struct!(Writer: u32, u32, usize, i32, i64);
+crate::zeroed_struct!(Forwarder: u32, u32, u32, i32, usize, i64);
 crate::zeroed_struct!(Counters: u64, u64, u64, u64, u64);
-crate::zeroed_struct!(Queue: usize, i32, u64, Counters, u32, i64, [Writer; WRITERS], [Slot; SLOTS]);
+crate::zeroed_struct!(Queue: usize, i32, u64, Counters, u32, i64, [Writer; WRITERS], [Forwarder; FORWARDERS], u32, [Slot; SLOTS]);
 
 /// All zeroes is an empty queue (every slot FREE, no writer).
 pub static QUEUE: Region<Queue> = Region::new(c"audit_ext side channel");

@@ -54,6 +54,14 @@ thread_local! {
     static CONNECTED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// What else the launcher does each round (src/forward/worker.rs: start forwarder workers).
+static ALSO: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Has the launcher call `f` each round (from _PG_init, before the launcher starts).
+pub fn each_round(f: fn()) {
+    let _ = ALSO.set(f);
+}
+
 /// Registers the launcher (from _PG_init, while preloading).
 pub fn register_launcher() {
     BackgroundWorkerBuilder::new("audit_ext side channel launcher")
@@ -96,6 +104,9 @@ pub extern "C-unwind" fn audit_ext_side_launcher(_arg: pg_sys::Datum) {
     loop {
         reload_if_asked();
         tick();
+        if let Some(f) = ALSO.get() {
+            f();
+        }
         if !BackgroundWorker::wait_latch(Some(Duration::from_millis(1000))) {
             break;
         }

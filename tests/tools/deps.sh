@@ -4,7 +4,7 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.0
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-APT_PKGS=(postgresql-15 postgresql-server-dev-15 libclang-dev clang build-essential pkg-config sudo python3 python3-psycopg faketime)
+APT_PKGS=(postgresql-15 postgresql-server-dev-15 libclang-dev clang build-essential pkg-config sudo python3 python3-psycopg faketime rsyslog rsyslog-gnutls openssl)
 # Wanted, not required: the report_html test renders the page in a real browser
 # (tests/integration/t_89_report.sh) and says "skip" where Chromium cannot be installed.
 APT_OPTIONAL=(chromium)

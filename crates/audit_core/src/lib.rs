@@ -4,5 +4,6 @@
 //! their tests run with a plain `cargo test -p audit_core` in seconds, no cluster needed.
 
 pub mod export;
+pub mod forward;
 pub mod hash;
 pub mod query;
