@@ -15,7 +15,7 @@ use super::transport::{self, Conn};
 use crate::gucs;
 use crate::pg::spi;
 use crate::pg::value::Value;
-use crate::pg::{backend, elevate, session, shmem};
+use crate::pg::{backend, elevate, os, session, shmem};
 use crate::side_channel::queue::{self, F_NONE, F_RUNNING, F_STARTING, F_WANTED, QUEUE};
 use audit_core::forward::Target;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -41,6 +41,8 @@ const IDLE_MS: i64 = 200;
 /// How long a start may take before the launcher tries again; how long after a worker's error.
 const START_TIMEOUT_US: i64 = 10_000_000;
 const RESTART_AFTER_US: i64 = 5_000_000;
+/// How much lower the worker's CPU priority is than the backends' (nice steps).
+const NICE: i32 = 10;
 /// The scout's key (other keys are database oids).
 const SCOUT: u32 = 0;
 
@@ -154,6 +156,9 @@ pub extern "C-unwind" fn audit_ext_forwarder(arg: pg_sys::Datum) {
     }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     CONNECTED.set(true);
+    // Forwarding must not slow the writers: on a busy machine the worker runs on the CPU they
+    // leave, and catches up when they pause (measured: BENCHMARKS.md "Forwarders").
+    os::lower_priority(NICE);
     // as the side channel's writers: the database's own settings must not stop the worker
     for (name, value) in [
         (c"default_transaction_read_only", c"off"),
@@ -194,9 +199,8 @@ pub extern "C-unwind" fn audit_ext_forwarder(arg: pg_sys::Datum) {
         for f in fwds.values_mut() {
             busy |= f.round();
         }
-        if !busy {
-            shmem::wait_latch(IDLE_MS);
-        }
+        // (with 0 when busy: only to notice a postmaster that died)
+        shmem::wait_latch(if busy { 0 } else { IDLE_MS });
     }
     // gone (no forwarders any more, or asked to stop): unless a change came meanwhile
     let mut q = QUEUE.lock();
@@ -475,7 +479,11 @@ impl Forwarder {
     }
 }
 
+/// Runs one UPDATE of the forwarders' table. Without waiting for its WAL flush: a position
+/// lost in a crash only sends some events again (at least once holds), and a flush per
+/// confirmation would queue behind the writers' own commits on the disk.
 fn store(sql: &std::ffi::CStr, args: &[(pg_sys::Oid, Option<Value>)]) {
+    backend::set_setting(c"synchronous_commit", c"off", true);
     elevate::as_owner(|| {
         let c = spi::Connection::open();
         c.run(sql, args, false);
