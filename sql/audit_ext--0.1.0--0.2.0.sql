@@ -2387,39 +2387,6 @@ AS $$
     SELECT chain FROM c WHERE chain IS NOT NULL
 $$;
 
--- The next events after position (chain -> seq), at most n, in id order, each with its line
--- in format (NULL for an event that query does not match: it still moves the position).
--- Taken as a prefix of every chain, so the position that follows them is exact. Called by the
--- forwarder worker as the extension's owner; no role is granted it.
-CREATE FUNCTION audit_internal._forward_batch(format text, query text, pos jsonb, n integer)
-RETURNS TABLE (id bigint, chain integer, seq bigint, line text)
-    LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-    -- a chain's next events by its (chain, seq) index, in order: the planner's estimate for a
-    -- fresh position (seq > -1) picked a bitmap scan of the whole chain and JIT (measured: 100
-    -- ms for a batch of 500, 9 ms so)
-    SET enable_bitmapscan = off
-    SET jit = off
-AS $$
-DECLARE
-    t text[] := ARRAY['true'];
-BEGIN
-    IF query IS NOT NULL THEN
-        t := audit_internal._translate(query);
-    END IF;
-    -- t[1] is built by the translator from column names, operators and $1[n] only (as in
-    -- audit.export); the values are t[2:]
-    RETURN QUERY EXECUTE
-        'SELECT e.id, e.chain, e.seq, CASE WHEN (' || t[1] || ') THEN '
-        || CASE WHEN format = 'jsonl' THEN 'audit.export_json(e)::text' ELSE 'audit_internal._export_line($4, e)' END
-        || ' END FROM (SELECT x.* FROM audit_internal._chains() c(chain) CROSS JOIN LATERAL'
-           ' (SELECT * FROM audit.events x WHERE x.chain = c.chain'
-           '  AND x.seq > coalesce(($2 ->> c.chain::text)::bigint, -1) ORDER BY x.seq LIMIT $3) x'
-           ' ORDER BY x.id LIMIT $3) e ORDER BY e.id'
-        USING t[2:], pos, n, format;
-END
-$$;
-
 -- Events after position, over every chain: what is still to be sent. From each chain's head
 -- (one index probe) rather than a count, so the view stays cheap on a large log.
 -- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
@@ -2500,7 +2467,7 @@ SELECT f.name, f.target, f.format, f.query, f.last_id,
 FROM audit_internal.forwarders f;
 COMMENT ON VIEW audit.forwarders IS
     'Forwarders: target, format, the last id shipped, events still to send (lag_events), the last error.';
-REVOKE ALL ON FUNCTION audit_internal._chains(), audit_internal._forward_batch(text, text, jsonb, integer),
+REVOKE ALL ON FUNCTION audit_internal._chains(),
     audit_internal._forwarder_lag(jsonb), audit.create_forwarder(text, text, text, text), audit.drop_forwarder(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit.create_forwarder(text, text, text, text), audit.drop_forwarder(text) TO audit_admin;
 GRANT SELECT ON audit.forwarders TO audit_reader;

@@ -62,18 +62,25 @@ crate::c_function!(
         let (Some(format), Some(row)) = (call.arg(0), call.arg(1)) else { return None };
         let format = format.str().into_owned();
         let line = event::with_event_row(row, "audit_internal._export_line()", |get| {
-            let e = event_text(get, format == "csv");
-            match format.as_str() {
-                "kv" => export::kv(&e),
-                "csv" => export::csv(&e),
-                "cef" => export::cef(&e, env!("CARGO_PKG_VERSION"), (int_at(get) + PG_EPOCH_OFFSET_US).div_euclid(1000)),
-                "rfc5424" => export::rfc5424(&e, &hostname()),
-                other => pgrx::error!("audit_internal._export_line(): unknown format {other:?}"),
-            }
+            line(&format, get).unwrap_or_else(|| pgrx::error!("audit_internal._export_line(): unknown format {format:?}"))
         });
         Some(Value::from_text(line.as_bytes()))
     }
 );
+
+/// One event as a line of `format` (`kv`, `csv`, `cef` or `rfc5424`) from its columns (by
+/// the indexes of src/event.rs); None for another format. Also the forwarders' lines
+/// (src/forward/worker.rs).
+pub fn line(format: &str, get: &dyn Fn(usize) -> Option<Value>) -> Option<String> {
+    let e = event_text(get, format == "csv");
+    Some(match format {
+        "kv" => export::kv(&e),
+        "csv" => export::csv(&e),
+        "cef" => export::cef(&e, env!("CARGO_PKG_VERSION"), (int_at(get) + PG_EPOCH_OFFSET_US).div_euclid(1000)),
+        "rfc5424" => export::rfc5424(&e, &hostname()),
+        _ => return None,
+    })
+}
 
 fn int_at(get: &dyn Fn(usize) -> Option<Value>) -> i64 {
     get(event::AT).map_or(0, |v| v.timestamptz())

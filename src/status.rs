@@ -84,8 +84,16 @@ fn status() -> TableIterator<'static, (name!(feature, String), name!(active, boo
             ("side_channel".to_string(), active, detail)
         },
         {
-            let (active, detail) = crate::forward::status();
-            ("forwarders".to_string(), active, detail)
+            // (read-only, as every row here: it runs on a hot standby too)
+            let summary = read_text(crate::forward::STATUS_SQL).unwrap_or_default();
+            match crate::forward::worker_running() {
+                None => ("forwarders".to_string(), false, format!("inactive: forwarders need audit_ext in shared_preload_libraries; {summary}")),
+                Some(running) => (
+                    "forwarders".to_string(),
+                    running,
+                    format!("{summary}; worker {}", if running { "running" } else { "not running" }),
+                ),
+            }
         },
     ];
     TableIterator::new(rows)

@@ -91,24 +91,21 @@ fn at_end(end: callbacks::XactEnd) {
     }
 }
 
-/// The `forwarders` row of `audit.status()`: (active, detail).
-pub fn status() -> (bool, String) {
-    let summary = Spi::get_one::<String>(
-        "SELECT CASE WHEN NOT has_table_privilege('audit.forwarders', 'SELECT') THEN 'forwarders: audit_reader may see them' \
-         ELSE (SELECT format('%s forwarder(s), %s event(s) still to send, %s with an error%s', count(*), \
-                coalesce(sum(lag_events), 0), count(last_error), \
-                coalesce(': ' || string_agg(format('%s: %s', name, last_error), '; ') FILTER (WHERE last_error IS NOT NULL), '')) \
-               FROM audit.forwarders) END",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+/// The `forwarders` row of `audit.status()` (src/status.rs): what it reads, as a sentence.
+pub const STATUS_SQL: &str = "SELECT CASE WHEN NOT has_table_privilege('audit.forwarders', 'SELECT') \
+     THEN 'forwarders: audit_reader may see them' \
+     ELSE (SELECT format('%s forwarder(s), %s event(s) still to send, %s with an error%s', count(*), \
+            coalesce(sum(lag_events), 0), count(last_error), \
+            coalesce(': ' || string_agg(format('%s: %s', name, last_error), '; ') FILTER (WHERE last_error IS NOT NULL), '')) \
+           FROM audit.forwarders) END";
+
+/// Whether this database's forwarder worker runs (None: not preloaded).
+pub fn worker_running() -> Option<bool> {
     if !crate::side_channel::available() {
-        return (false, format!("inactive: forwarders need audit_ext in shared_preload_libraries; {summary}"));
+        return None;
     }
     let me = u32::from(backend::database_id());
-    let running = QUEUE.lock().forwarders.iter().any(|f| f.db == me && f.state == queue::F_RUNNING);
-    (running, format!("{summary}; worker {}", if running { "running" } else { "not running" }))
+    Some(QUEUE.lock().forwarders.iter().any(|f| f.db == me && f.state == queue::F_RUNNING))
 }
 
 /// From _PG_init: the commit callback (every backend), and the launcher's round (preloaded).

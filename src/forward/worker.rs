@@ -12,6 +12,7 @@
 //! again (duplicates, at most [`MAX_UNCONFIRMED`] batches), never skipped.
 
 use super::transport::{self, Conn};
+use crate::event;
 use crate::gucs;
 use crate::pg::spi;
 use crate::pg::value::Value;
@@ -318,6 +319,7 @@ struct Sent {
 struct Forwarder {
     row: Row,
     target: Result<Target, String>,
+    reader: Result<Reader, String>,
     /// What was sent: `row.position` plus the batches in `unconfirmed`.
     sent: Position,
     sent_last_id: Option<i64>,
@@ -334,6 +336,7 @@ impl Forwarder {
     fn new(row: Row) -> Forwarder {
         Forwarder {
             target: Target::parse(&row.target),
+            reader: Reader::new(&row.format, row.query.as_deref()),
             sent: row.position.clone(),
             sent_last_id: row.last_id,
             row,
@@ -379,8 +382,17 @@ impl Forwarder {
         if self.unconfirmed.len() >= MAX_UNCONFIRMED {
             return false;
         }
-        let (row, from) = (&self.row, self.sent.clone());
-        let batch = BackgroundWorker::transaction(|| read_batch(row, &from));
+        let reader = match &self.reader {
+            Ok(r) => r,
+            Err(e) => {
+                let e = format!("query: {e}");
+                self.fail(e, now);
+                return false;
+            }
+        };
+        let (format, from) = (self.row.format.as_str(), self.sent.clone());
+        let reader = std::panic::AssertUnwindSafe(reader);
+        let batch = BackgroundWorker::transaction(|| read_batch(format, &reader, &from));
         let Some(last) = batch.last() else { return false };
         let mut position = self.sent.clone();
         for e in &batch {
@@ -498,26 +510,88 @@ struct Event {
     line: Option<String>,
 }
 
-fn read_batch(row: &Row, from: &Position) -> Vec<Event> {
+/// What reads a forwarder's batches: the statement, and the values of its query.
+struct Reader {
+    sql: CString,
+    values: Vec<String>,
+    /// Prepared on the first batch and kept (PostgreSQL re-plans it when the partitions
+    /// change): parsing and planning it for every batch showed in the worker's profile.
+    plan: std::cell::OnceCell<spi::Plan>,
+}
+
+impl Reader {
+    /// For a format and a query of the search language (checked when the forwarder was made).
+    fn new(format: &str, query: Option<&str>) -> Result<Reader, String> {
+        let (filter, values) = match query {
+            Some(q) => {
+                let t = audit_core::query::translate(&audit_core::query::parse(q).map_err(|e| e.to_string())?);
+                (t.sql, t.params)
+            }
+            None => ("true".to_string(), vec![]),
+        };
+        // The columns of audit.events in src/event.rs's order; the documents only where the
+        // format writes them (csv), so that the others neither detoast nor copy them.
+        let cols: Vec<String> = event::COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| match i {
+                event::OLD | event::NEW | event::METADATA if format != "csv" => "NULL::jsonb".to_string(),
+                _ => format!("e.{name}"),
+            })
+            .collect();
+        let json = if format == "jsonl" {
+            format!("CASE WHEN ({filter}) THEN audit.export_json(e)::text END")
+        } else {
+            "NULL::text".to_string()
+        };
+        // Each chain's next events by its (chain, seq) index, then the first of them by id: a
+        // prefix of every chain, so the position that follows is exact. The filter (built by
+        // the translator from column names, operators and $1[n] only) marks the events sent.
+        let sql = format!(
+            "SELECT {cols}, ({filter}) AS matched, {json} FROM (SELECT x.* FROM audit_internal._chains() c(chain) \
+             CROSS JOIN LATERAL (SELECT * FROM audit.events x WHERE x.chain = c.chain \
+             AND x.seq > coalesce(($2 ->> c.chain::text)::bigint, -1) ORDER BY x.seq LIMIT $3) x \
+             ORDER BY x.id LIMIT $3) e ORDER BY e.id",
+            cols = cols.join(", ")
+        );
+        Ok(Reader { sql: CString::new(sql).map_err(|e| e.to_string())?, values, plan: std::cell::OnceCell::new() })
+    }
+}
+
+/// The next events after `from`, with the lines of those the query matches. Rendered here
+/// from the columns (src/export.rs), not by SQL per row (measured: BENCHMARKS.md "Forwarders").
+fn read_batch(format: &str, reader: &Reader, from: &Position) -> Vec<Event> {
     let pos = CString::new(position_json(from)).unwrap_or_default();
     elevate::as_owner(|| {
+        // a fresh position (seq > -1) otherwise gets a bitmap scan of the whole chain, and JIT
+        // (measured: 100 ms for a batch of 500 against 9 ms)
+        backend::set_setting(c"enable_bitmapscan", c"off", true);
+        backend::set_setting(c"jit", c"off", true);
         let c = spi::Connection::open();
-        c.run(
-            c"SELECT id, chain, seq, line FROM audit_internal._forward_batch($1, $2, $3, $4)",
-            &[
-                (pg_sys::TEXTOID, Some(Value::from_text(row.format.as_bytes()))),
-                (pg_sys::TEXTOID, row.query.as_ref().map(|q| Value::from_text(q.as_bytes()))),
-                (pg_sys::JSONBOID, Some(Value::parse_jsonb(&pos))),
-                (pg_sys::INT4OID, Some(Value::from_int4(BATCH))),
-            ],
+        let plan = reader
+            .plan
+            .get_or_init(|| c.keep_plan(&reader.sql, &[pg_sys::TEXTARRAYOID, pg_sys::JSONBOID, pg_sys::INT4OID]));
+        c.execute(
+            plan,
+            &[Value::from_pgrx(reader.values.clone()), Some(Value::parse_jsonb(&pos)), Some(Value::from_int4(BATCH))],
             false,
         );
+        let matched_col = event::COLUMNS.len() as i32 + 1;
         (0..c.processed() as usize)
-            .map(|i| Event {
-                id: c.cell(i, 1).map_or(0, |v| v.int8()),
-                chain: c.cell(i, 2).map_or(0, |v| v.int4()),
-                seq: c.cell(i, 3).map_or(0, |v| v.int8()),
-                line: c.cell(i, 4).map(|v| v.str().into_owned()),
+            .map(|i| {
+                let get = |col: usize| c.cell(i, col as i32 + 1);
+                let matched = c.cell(i, matched_col).is_some_and(|v| v.bool());
+                let line = match (matched, format) {
+                    (false, _) => None,
+                    (true, "jsonl") => c.cell(i, matched_col + 1).map(|v| v.str().into_owned()),
+                    (true, f) => crate::export::line(f, &get),
+                };
+                Event {
+                    id: get(event::ID).map_or(0, |v| v.int8()),
+                    chain: get(event::CHAIN).map_or(0, |v| v.int4()),
+                    seq: get(event::SEQ).map_or(0, |v| v.int8()),
+                    line,
+                }
             })
             .collect()
     })

@@ -17,7 +17,7 @@ PGHOST=$sdir/data PGPORT=$sport sql_expect_error 25006 "SELECT audit.record('x.y
 heads=$(sql "SELECT jsonb_agg(to_jsonb(h)) FROM audit.head() h")
 assert_eq "true|1" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT bool_and(ok) || '|' || count(*) FROM audit.verify(heads => '$heads')")" \
   "verify against noted heads runs on the standby too"
-assert_eq "chain,ddl_capture,log_mirror,partitions,read_audit,role_capture,row_capture,side_channel" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT string_agg(feature, ',' ORDER BY feature) FROM audit.status()")" "audit.status() runs on the standby"
+assert_eq "chain,ddl_capture,forwarders,log_mirror,partitions,read_audit,role_capture,row_capture,side_channel" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT string_agg(feature, ',' ORDER BY feature) FROM audit.status()")" "audit.status() runs on the standby"
 assert_match "^[0-9]+$" "$(psql -XAtq -h "$sdir/data" -p "$sport" -c "SELECT count(*) FROM audit.search('action:standby.e')")" "audit.search runs on the standby"
 # the audit of the audit: a read on the standby cannot be an event; it is a line of its log
 sleep 0.3

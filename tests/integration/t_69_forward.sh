@@ -248,4 +248,13 @@ for _ in $(seq 40); do
 done
 assert_eq "0" "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'audit_ext forwarder' AND datname = 'fwd_db'")" \
   "with no forwarder left, the database's forwarder worker exits"
+# a database with a forwarder: its worker is a session of it; DROP DATABASE ... WITH (FORCE)
+# stops it, and it is not started again
+sql "SELECT audit.create_forwarder('last', 'tcp://127.0.0.1:$p_tcp')" -U fwd_admin >/dev/null
+for _ in $(seq 40); do
+  [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'audit_ext forwarder' AND datname = 'fwd_db'")" = 1 ] && break; sleep 0.25
+done
 PGOPTIONS='-c client_min_messages=warning' sql "DROP DATABASE fwd_db WITH (FORCE)" -d postgres >/dev/null
+sleep 7
+assert_eq "0" "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'audit_ext forwarder' AND datid IS NOT NULL" -d postgres)" \
+  "DROP DATABASE ... WITH (FORCE) of a database with a forwarder stops its worker for good"

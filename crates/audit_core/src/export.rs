@@ -185,16 +185,43 @@ pub fn cef_severity(severity: &str) -> u8 {
     }
 }
 
+/// `v` with each character that `map` gives a replacement for replaced, in one pass (and no
+/// copy beyond the result when nothing is to be replaced).
+fn escape(v: &str, map: impl Fn(char) -> Option<&'static str>) -> String {
+    if !v.chars().any(|c| map(c).is_some()) {
+        return v.to_string();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        match map(c) {
+            Some(r) => out.push_str(r),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
 /// A CEF header field: `\` and `|` escaped with a backslash, line breaks as spaces (the
 /// specification allows none in the header).
 fn cef_header(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('|', "\\|").replace(['\r', '\n'], " ")
+    escape(v, |c| match c {
+        '\\' => Some("\\\\"),
+        '|' => Some("\\|"),
+        '\r' | '\n' => Some(" "),
+        _ => None,
+    })
 }
 
 /// A CEF extension value: `\` and `=` escaped with a backslash, newline and carriage return
 /// written as `\n` and `\r`.
 fn cef_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('=', "\\=").replace('\n', "\\n").replace('\r', "\\r")
+    escape(v, |c| match c {
+        '\\' => Some("\\\\"),
+        '=' => Some("\\="),
+        '\n' => Some("\\n"),
+        '\r' => Some("\\r"),
+        _ => None,
+    })
 }
 
 /// ArcSight CEF:0. Header: vendor and product `audit_ext`, `version`, signature id = action,
@@ -259,7 +286,14 @@ pub fn syslog_severity(severity: &str) -> u8 {
 /// line breaks written as `\n` and `\r`, so that every event is one line (RFC 5424 keeps a
 /// backslash before any other character as it is).
 fn sd_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace(']', "\\]").replace('\n', "\\n").replace('\r', "\\r")
+    escape(v, |c| match c {
+        '\\' => Some("\\\\"),
+        '"' => Some("\\\""),
+        ']' => Some("\\]"),
+        '\n' => Some("\\n"),
+        '\r' => Some("\\r"),
+        _ => None,
+    })
 }
 
 /// Up to 32 printable US-ASCII characters (MSGID): others become `_`.
@@ -304,7 +338,12 @@ pub fn rfc5424(e: &Event, hostname: &str) -> String {
         }
     }
     sd.push(']');
-    let msg = e.message.as_deref().unwrap_or(&e.action).replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+    let msg = escape(e.message.as_deref().unwrap_or(&e.action), |c| match c {
+        '\\' => Some("\\\\"),
+        '\n' => Some("\\n"),
+        '\r' => Some("\\r"),
+        _ => None,
+    });
     let head =
         format!("<{pri}>1 {} {} audit_ext - {} {sd}", e.at, printusascii(hostname, 255), printusascii(&e.action, 32));
     if msg.is_empty() {
