@@ -38,12 +38,12 @@ pub const MAX_UNCONFIRMED: usize = 64;
 const BACKOFF_MIN_US: i64 = 1_000_000;
 const BACKOFF_MAX_US: i64 = 30_000_000;
 /// A round's pause when nothing was sent.
-const IDLE_MS: i64 = 200;
+const IDLE_MS: i64 = 500;
 /// How long a start may take before the launcher tries again; how long after a worker's error.
 const START_TIMEOUT_US: i64 = 10_000_000;
 const RESTART_AFTER_US: i64 = 5_000_000;
 /// How much lower the worker's CPU priority is than the backends' (nice steps).
-const NICE: i32 = 10;
+const NICE: i32 = 19;
 /// The scout's key (other keys are database oids).
 const SCOUT: u32 = 0;
 
