@@ -2375,18 +2375,6 @@ CREATE TABLE audit_internal.forwarders (
 );
 REVOKE ALL ON audit_internal.forwarders FROM PUBLIC;
 
--- The distinct chains of the log, one (chain, seq) index probe per chain and partition.
-CREATE FUNCTION audit_internal._chains() RETURNS SETOF integer
-    LANGUAGE sql STABLE STRICT PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH RECURSIVE c(chain) AS (
-        SELECT min(e.chain) FROM audit.events e
-        UNION ALL
-        SELECT (SELECT min(e.chain) FROM audit.events e WHERE e.chain > c.chain) FROM c WHERE c.chain IS NOT NULL)
-    SELECT chain FROM c WHERE chain IS NOT NULL
-$$;
-
 -- Events after position, over every chain: what is still to be sent. From each chain's head
 -- (one index probe) rather than a count, so the view stays cheap on a large log.
 -- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
@@ -2395,9 +2383,9 @@ CREATE FUNCTION audit_internal._forwarder_lag(pos jsonb) RETURNS bigint
     LANGUAGE sql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(sum(greatest(h.head - greatest(coalesce((pos ->> c.chain::text)::bigint, -1), h.tail - 1), 0)), 0)::bigint
-    FROM audit_internal._chains() c(chain)
-    CROSS JOIN LATERAL (SELECT max(e.seq) AS head, min(e.seq) AS tail FROM audit.events e WHERE e.chain = c.chain) h
+    SELECT coalesce(sum(greatest(h.seq - greatest(coalesce((pos ->> h.chain::text)::bigint, -1), t.tail - 1), 0)), 0)::bigint
+    FROM audit.head() h
+    CROSS JOIN LATERAL (SELECT min(e.seq) AS tail FROM audit.events e WHERE e.chain = h.chain) t
 $$;
 
 -- Elevated entry point (SECURITY DEFINER): it follows the rule of src/pg/elevate.rs, no code a caller
@@ -2467,8 +2455,7 @@ SELECT f.name, f.target, f.format, f.query, f.last_id,
 FROM audit_internal.forwarders f;
 COMMENT ON VIEW audit.forwarders IS
     'Forwarders: target, format, the last id shipped, events still to send (lag_events), the last error.';
-REVOKE ALL ON FUNCTION audit_internal._chains(),
-    audit_internal._forwarder_lag(jsonb), audit.create_forwarder(text, text, text, text), audit.drop_forwarder(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION audit_internal._forwarder_lag(jsonb), audit.create_forwarder(text, text, text, text), audit.drop_forwarder(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit.create_forwarder(text, text, text, text), audit.drop_forwarder(text) TO audit_admin;
 GRANT SELECT ON audit.forwarders TO audit_reader;
 GRANT EXECUTE ON FUNCTION audit_internal._forwarder_lag(jsonb) TO audit_reader;

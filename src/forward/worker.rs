@@ -544,11 +544,12 @@ impl Reader {
         } else {
             "NULL::text".to_string()
         };
-        // Each chain's next events by its (chain, seq) index, then the first of them by id: a
+        // Each chain's (audit.head(): one probe per chain) next events by its (chain, seq)
+        // index, then the first of them by id: a
         // prefix of every chain, so the position that follows is exact. The filter (built by
         // the translator from column names, operators and $1[n] only) marks the events sent.
         let sql = format!(
-            "SELECT {cols}, ({filter}) AS matched, {json} FROM (SELECT x.* FROM audit_internal._chains() c(chain) \
+            "SELECT {cols}, ({filter}) AS matched, {json} FROM (SELECT x.* FROM audit.head() c \
              CROSS JOIN LATERAL (SELECT * FROM audit.events x WHERE x.chain = c.chain \
              AND x.seq > coalesce(($2 ->> c.chain::text)::bigint, -1) ORDER BY x.seq LIMIT $3) x \
              ORDER BY x.id LIMIT $3) e ORDER BY e.id",
