@@ -258,11 +258,17 @@ struct Row {
     query: Option<String>,
     position: Position,
     last_id: Option<i64>,
+    /// When it was created: a forwarder dropped and created again under the same name between
+    /// two rounds is a new one, with a new position.
+    created: String,
 }
 
 impl Row {
     fn same(&self, f: &Forwarder) -> bool {
-        self.target == f.row.target && self.format == f.row.format && self.query == f.row.query
+        self.target == f.row.target
+            && self.format == f.row.format
+            && self.query == f.row.query
+            && self.created == f.row.created
     }
 }
 
@@ -282,7 +288,8 @@ fn read_forwarders() -> Option<Vec<Row>> {
     elevate::as_owner(|| {
         let c = spi::Connection::open();
         c.run(
-            c"SELECT name, target, format, query, position::text, last_id FROM audit_internal.forwarders ORDER BY name",
+            c"SELECT name, target, format, query, position::text, last_id, created_at::text \
+              FROM audit_internal.forwarders ORDER BY name",
             &[],
             false,
         );
@@ -300,6 +307,7 @@ fn read_forwarders() -> Option<Vec<Row>> {
                             m.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect()
                         }),
                     last_id: c.cell(i, 6).map(|v| v.int8()),
+                    created: text(i, 7).unwrap_or_default(),
                 })
                 .collect(),
         )
@@ -442,18 +450,20 @@ impl Forwarder {
         }
         let Some(s) = taken else { return };
         let position = position_json(&s.position);
-        let (name, resent) = (self.row.name.clone(), std::mem::take(&mut self.resent));
+        let (name, resent, created) =
+            (self.row.name.clone(), std::mem::take(&mut self.resent), self.row.created.clone());
         BackgroundWorker::transaction(|| {
             store(
                 c"UPDATE audit_internal.forwarders SET position = $2::jsonb, last_id = $3, sent = sent + $4, \
                   resent = resent + $5, last_sent_at = CASE WHEN $4 > 0 THEN pg_catalog.now() ELSE last_sent_at END, \
-                  last_error = NULL WHERE name = $1",
+                  last_error = NULL WHERE name = $1 AND created_at::text = $6",
                 &[
                     (pg_sys::TEXTOID, Some(Value::from_text(name.as_bytes()))),
                     (pg_sys::TEXTOID, Some(Value::from_text(position.as_bytes()))),
                     (pg_sys::INT8OID, s.last_id.map(Value::from_int8)),
                     (pg_sys::INT8OID, Some(Value::from_int8(lines))),
                     (pg_sys::INT8OID, Some(Value::from_int8(resent))),
+                    (pg_sys::TEXTOID, Some(Value::from_text(created.as_bytes()))),
                 ],
             )
         });
@@ -474,14 +484,16 @@ impl Forwarder {
         self.retry_at = now + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX_US);
         if self.stored_error.as_deref() != Some(error.as_str()) {
-            let name = self.row.name.clone();
+            let (name, created) = (self.row.name.clone(), self.row.created.clone());
             let e = error.clone();
             BackgroundWorker::transaction(|| {
                 store(
-                    c"UPDATE audit_internal.forwarders SET last_error = $2, last_error_at = pg_catalog.now() WHERE name = $1",
+                    c"UPDATE audit_internal.forwarders SET last_error = $2, last_error_at = pg_catalog.now() \
+                      WHERE name = $1 AND created_at::text = $3",
                     &[
                         (pg_sys::TEXTOID, Some(Value::from_text(name.as_bytes()))),
                         (pg_sys::TEXTOID, Some(Value::from_text(e.as_bytes()))),
+                        (pg_sys::TEXTOID, Some(Value::from_text(created.as_bytes()))),
                     ],
                 )
             });

@@ -147,6 +147,15 @@ assert_eq "t|t|t|t" "$row" "audit.forwarders (as a reader): no error, last_sent_
 assert_match "1 forwarder\(s\).*worker running" "$(sql "SELECT detail FROM audit.status() WHERE feature = 'forwarders'" -U fwd_reader)" \
   "audit.status() reports the forwarders and their worker"
 
+# a forwarder dropped and created again under its name at once is a new one: it starts over
+all=$(sql "SELECT count(*) FROM audit.events")
+sql "SELECT audit.drop_forwarder('siem_tcp'); SELECT audit.create_forwarder('siem_tcp', 'tcp://127.0.0.1:$p_tcp')" -U fwd_admin >/dev/null
+for _ in $(seq 120); do
+  [ "$(sql "SELECT sent >= $all FROM audit.forwarders WHERE name = 'siem_tcp'")" = t ] && break; sleep 0.5
+done
+assert_eq "t" "$(sql "SELECT sent >= $all FROM audit.forwarders WHERE name = 'siem_tcp'")" \
+  "a forwarder dropped and created again under the same name starts from the beginning of the log"
+
 # ---- UDP: 10,000 events ------------------------------------------------------------------------
 mark=$(sql "SELECT max(id) FROM audit.events")
 sql "SELECT audit.create_forwarder('siem_udp', 'udp://127.0.0.1:$p_udp', query => 'action:fwd.udp')" -U fwd_admin >/dev/null
