@@ -99,13 +99,26 @@ pub fn connect(t: &Target, ca_file: Option<&str>) -> Result<Conn, String> {
     }
 }
 
+/// The largest datagram UDP carries (65,535 bytes less the IPv4 and UDP headers).
+const UDP_MAX: usize = 65_507;
+
+/// How much of a line fits in one datagram: all of it, or its first [`UDP_MAX`] bytes cut at
+/// a character boundary (RFC 5426 lets a message be truncated; a datagram too large would be
+/// refused by the kernel at every try, and the forwarder would never get past it).
+fn udp_cut(l: &str) -> usize {
+    if l.len() <= UDP_MAX {
+        return l.len();
+    }
+    (0..=UDP_MAX).rev().find(|&i| l.is_char_boundary(i)).unwrap_or(0)
+}
+
 impl Conn {
     /// Sends lines. UDP: a datagram each; TCP and TLS: octet-counted, in one write.
     pub fn send(&mut self, lines: &[&str]) -> Result<(), String> {
         match self {
             Conn::Udp(s) => {
                 for (i, l) in lines.iter().enumerate() {
-                    s.send(l.as_bytes()).map_err(|e| format!("UDP send: {e}"))?;
+                    s.send(&l.as_bytes()[..udp_cut(l)]).map_err(|e| format!("UDP send: {e}"))?;
                     // a receiver on the same machine reads slower than a loop writes: pace
                     // bursts so the socket buffers do not overflow (UDP drops without a word)
                     if i % 64 == 63 {

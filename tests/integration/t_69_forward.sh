@@ -159,11 +159,12 @@ assert_eq "t" "$(sql "SELECT sent >= $all FROM audit.forwarders WHERE name = 'si
 # ---- UDP: 10,000 events ------------------------------------------------------------------------
 mark=$(sql "SELECT max(id) FROM audit.events")
 sql "SELECT audit.create_forwarder('siem_udp', 'udp://127.0.0.1:$p_udp', query => 'action:fwd.udp')" -U fwd_admin >/dev/null
+sql "SELECT audit.record('fwd.udp', message => repeat('é', 40000))" -U fwd_writer >/dev/null   # 80,000 bytes
 load 10000 udp
 expected "$work/exp_udp" "action = 'fwd.udp'"
 r=$(wait_received "$work/udp.log" "$work/exp_udp" 120)
-assert_eq "10000 0 0 0 0" "$(field distinct "$r") $(field missing "$r") $(field mismatched "$r") $(field unparsed "$r") $(field extra "$r")" \
-  "UDP with a query: exactly the 10,000 matching events arrived, one datagram each, each parses as RFC 5424 ($r)"
+assert_eq "10001 0 0 0 0" "$(field distinct "$r") $(field missing "$r") $(field mismatched "$r") $(field unparsed "$r") $(field extra "$r")" \
+  "UDP with a query: exactly the 10,001 matching events arrived, one datagram each, each parses as RFC 5424, an 80 kB event cut to one datagram ($r)"
 
 # ---- TLS: 10,000 events; a certificate for another name is refused ----------------------------
 sql "SELECT audit.create_forwarder('siem_tls', 'tls://localhost:$p_tls', query => 'action:fwd.tls')" -U fwd_admin >/dev/null
