@@ -23,7 +23,7 @@ CLUSTER := tests/tools/cluster.sh
 # as root, cargo pgrx writes into the system PostgreSQL directly; otherwise through sudo
 SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
 
-.PHONY: help deps build install installcheck lint unit regress regress-preload dates integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention clean
+.PHONY: help deps build install installcheck lint unit regress regress-preload dates integration test demo psql demo-stop bench bench-capture bench-alerts bench-retention bench-scale clean
 
 help:
 	@echo "make deps         install missing apt packages, cargo-pgrx 0.18.0, cargo pgrx init"
@@ -43,6 +43,7 @@ help:
 	@echo "make bench-capture  only the row capture benchmark (bench/capture.sh)"
 	@echo "make bench-alerts   only the alerts and search benchmark (bench/alerts.sh)"
 	@echo "make bench-retention  only the retention benchmark (bench/retention.sh)"
+	@echo "make bench-scale  record and incremental verify at 0, 1M, 5M, 10M events (bench/scale.sh, ~25 min)"
 	@echo "make clean        remove all clusters and cargo clean"
 
 deps:
@@ -135,6 +136,11 @@ bench-capture: install
 	@$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \
 	trap '$(CLUSTER) stop bench' EXIT; \
 	PATH=$(PGBIN):$$PATH bash bench/capture.sh
+
+bench-scale: install
+	@$(CLUSTER) start bench $(BENCH_PORT) audit_bench; \
+	trap '$(CLUSTER) stop bench' EXIT; \
+	PATH=$(PGBIN):$$PATH bash bench/scale.sh
 
 clean:
 	-tests/tools/unit.sh --clean

@@ -1506,7 +1506,28 @@ VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'verify_range_wrapper';
-ALTER FUNCTION audit.verify(bigint, bigint, jsonb) VOLATILE PARALLEL UNSAFE;
+-- audit.verify(since => ...), incremental verification: a new argument, so the function is
+-- made again, with the grants of sql/finalize.sql.
+DROP FUNCTION audit.verify(bigint, bigint, jsonb);
+CREATE  FUNCTION audit."verify"(
+	"from_id" bigint DEFAULT NULL, /* Option < i64 > */
+	"to_id" bigint DEFAULT NULL, /* Option < i64 > */
+	"heads" jsonb DEFAULT NULL, /* Option < JsonB > */
+	"since" jsonb DEFAULT NULL /* Option < JsonB > */
+) RETURNS TABLE (
+	"chain" INT,  /* Option < i32 > */
+	"events_checked" bigint,  /* i64 */
+	"ok" bool,  /* bool */
+	"first_bad_id" bigint,  /* Option < i64 > */
+	"first_bad_seq" bigint,  /* Option < i64 > */
+	"reason" TEXT  /* Option < String > */
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_with_since_wrapper';
+REVOKE ALL ON FUNCTION audit.verify(bigint, bigint, jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb, jsonb) TO audit_reader, audit_viewer;
 ALTER FUNCTION audit.explain_query(text) VOLATILE PARALLEL UNSAFE SET search_path TO pg_catalog, pg_temp;
 
 -- Events matching a query, newest first; page with after_id (the last id of a page). Each call

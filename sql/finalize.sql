@@ -41,7 +41,7 @@ GRANT EXECUTE ON FUNCTION audit.record(text, text, text, text, jsonb, jsonb, tex
 
 -- Readers read and verify.
 GRANT SELECT ON audit.events TO audit_reader;
-GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.head(), audit.hash_event(audit.events),
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb, jsonb), audit.head(), audit.hash_event(audit.events),
                           audit.export_json(audit.events)
     TO audit_reader;
 -- the guards row of audit.verify() (sql/guards.sql), which runs as the reader
@@ -114,7 +114,7 @@ GRANT SELECT (id, public_key, created_at, retired_at) ON audit.signing_keys TO a
 GRANT SELECT ON audit.events, audit.changes, audit.recent, audit.security_events, audit.my_changes TO audit_viewer;
 GRANT EXECUTE ON FUNCTION audit_internal._visible_roles() TO audit_viewer;
 GRANT SELECT ON audit._my_view_grants TO audit_viewer;
-GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb), audit.verify(jsonb),
+GRANT EXECUTE ON FUNCTION audit.verify(bigint, bigint, jsonb, jsonb), audit.verify(jsonb),
                           audit.hash_event(audit.events), audit.export_json(audit.events), audit.signing_key(),
                           audit.summary(timestamptz, timestamptz, text),
                           audit.diff(jsonb, jsonb), audit.diff_rows(jsonb, jsonb), audit_internal._diff(jsonb, jsonb),

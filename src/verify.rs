@@ -25,13 +25,15 @@ pub enum VerifyError {
     BadRange { from: i64, to: i64 },
     #[error("invalid heads: {0}")]
     BadHeads(String),
+    #[error("since cannot be combined with {0}")]
+    SinceWithOthers(&'static str),
 }
 
 /// The SQLSTATE and hint of each error (the table in the README, "Errors").
 impl crate::error::SqlError for VerifyError {
     fn code(&self) -> pgrx::PgSqlErrorCode {
         match self {
-            VerifyError::BadRange { .. } | VerifyError::BadHeads(_) => {
+            VerifyError::BadRange { .. } | VerifyError::BadHeads(_) | VerifyError::SinceWithOthers(_) => {
                 pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
             }
         }
@@ -40,6 +42,7 @@ impl crate::error::SqlError for VerifyError {
         Some(match self {
             VerifyError::BadRange { .. } => "Pass from_id <= to_id, or NULL for an open end.".into(),
             VerifyError::BadHeads(_) => "Pass the output of: select jsonb_agg(to_jsonb(h)) from audit.head() h".into(),
+            VerifyError::SinceWithOthers(_) => "Pass since alone: audit.verify(since => ...) checks the events after the noted heads or checkpoint; audit.verify(heads => ...) checks the whole log against them.".into(),
         })
     }
 }
@@ -225,7 +228,7 @@ struct Report {
     note: Option<String>,
 }
 
-const BATCH: i64 = 10_000;
+const BATCH: i64 = 500;
 /// Rows, and bytes of values, between resets of verify's temporary memory context.
 const RESET_ROWS: usize = 500;
 const RESET_BYTES: usize = 8 * 1024 * 1024;
@@ -233,14 +236,16 @@ const RESET_BYTES: usize = 8 * 1024 * 1024;
 type VerifyRow = (Option<i32>, i64, bool, Option<i64>, Option<i64>, Option<String>);
 
 /// Checks every chain (or the events with id in [from_id, to_id]) and, given the heads an
-/// auditor noted earlier, that each noted head is still there, unchanged.
-#[pg_extern(volatile, parallel_unsafe)]
+/// auditor noted earlier, that each noted head is still there, unchanged; or, given `since`,
+/// only the events after noted heads or a checkpoint ([`verify_since`]).
+#[pg_extern(volatile, parallel_unsafe, name = "verify")]
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
-fn verify(
+fn verify_with_since(
     from_id: default!(Option<i64>, "NULL"),
     to_id: default!(Option<i64>, "NULL"),
     heads: default!(Option<JsonB>, "NULL"),
+    since: default!(Option<JsonB>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -252,6 +257,39 @@ fn verify(
         name!(reason, Option<String>),
     ),
 > {
+    if let Some(since) = since {
+        let other = [(from_id.is_some(), "from_id"), (to_id.is_some(), "to_id"), (heads.is_some(), "heads")];
+        if let Some((_, name)) = other.iter().find(|(given, _)| *given) {
+            raise(VerifyError::SinceWithOthers(name));
+        }
+        return TableIterator::new(verify_since(since.0));
+    }
+    TableIterator::new(verify_heads(from_id, to_id, heads))
+}
+
+/// The entry point of 0.1.0's `audit.verify(from_id, to_id, heads)`, which a database keeps
+/// until `ALTER EXTENSION audit_ext UPDATE` (the 0.2.0 SQL declares [`verify_with_since`]).
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+#[allow(clippy::type_complexity)]
+fn verify(
+    from_id: Option<i64>,
+    to_id: Option<i64>,
+    heads: Option<JsonB>,
+) -> TableIterator<
+    'static,
+    (
+        name!(chain, Option<i32>),
+        name!(events_checked, i64),
+        name!(ok, bool),
+        name!(first_bad_id, Option<i64>),
+        name!(first_bad_seq, Option<i64>),
+        name!(reason, Option<String>),
+    ),
+> {
+    TableIterator::new(verify_heads(from_id, to_id, heads))
+}
+
+fn verify_heads(from_id: Option<i64>, to_id: Option<i64>, heads: Option<JsonB>) -> Vec<VerifyRow> {
     if let (Some(from), Some(to)) = (from_id, to_id) {
         if from > to {
             raise(VerifyError::BadRange { from, to });
@@ -259,13 +297,56 @@ fn verify(
     }
     let heads = heads.map(|h| h.0);
     let noted = heads.clone().map(|h| parse_heads(h).unwrap_or_else(|e| raise(e))).unwrap_or_default();
-    let rows = verify_rows(from_id, to_id, &noted);
+    let rows = verify_rows(from_id, to_id, &noted, false);
     crate::reads::record(
         "audit.verify",
         serde_json::json!({ "from_id": from_id, "to_id": to_id, "heads": heads, "ok": rows.iter().all(|r| r.2) }),
         rows.len() as i64,
     );
-    TableIterator::new(rows)
+    rows
+}
+
+/// `audit.verify(since => ...)`: incremental verification. Given the heads an auditor noted
+/// (`audit.head()`) or a signed checkpoint, checks each noted head (still there, its stored
+/// hash the noted one, its content matching that hash) and then only the events after it,
+/// each linking to the one before, the first to the noted head: over the `(chain, seq)` index,
+/// in time proportional to the new events, not to the log (measured in BENCHMARKS.md: 10,000
+/// new events on a 10,000,000-event log). Chains that are not in the noted heads began later
+/// and are checked whole. A checkpoint whose signature fails is not relied on: the whole log is
+/// checked, and its row says why.
+fn verify_since(since: serde_json::Value) -> Vec<VerifyRow> {
+    let (noted, extra, named) = if since.is_object() {
+        let named = serde_json::json!({
+            "public_key": checkpoint_field(&since, "public_key"),
+            "signature": checkpoint_field(&since, "signature"),
+        });
+        match crate::checkpoint::check(since) {
+            Ok((heads, note)) => {
+                (Some(parse_heads(heads).unwrap_or_else(|e| raise(e))), (None, 0, true, None, None, Some(note)), named)
+            }
+            Err(problem) => (
+                None,
+                (None, 0, false, None, None, Some(format!("checkpoint: {problem}; the whole log was checked instead"))),
+                named,
+            ),
+        }
+    } else {
+        let noted = parse_heads(since.clone()).unwrap_or_else(|e| raise(e));
+        (Some(noted), (None, 0, true, None, None, None), serde_json::json!({ "heads": since }))
+    };
+    let mut rows = match &noted {
+        Some(noted) => verify_rows(None, None, noted, true),
+        None => verify_rows(None, None, &BTreeMap::new(), false),
+    };
+    if extra.5.is_some() {
+        rows.push(extra);
+    }
+    crate::reads::record(
+        "audit.verify",
+        serde_json::json!({ "since": named, "ok": rows.iter().all(|r| r.2) }),
+        rows.len() as i64,
+    );
+    rows
 }
 
 /// `audit_internal._verify_range(from_id, to_id)`: verify as `audit.report` runs it for its integrity
@@ -288,7 +369,7 @@ fn verify_range(
         name!(reason, Option<String>),
     ),
 > {
-    TableIterator::new(verify_rows(from_id, to_id, &BTreeMap::new()))
+    TableIterator::new(verify_rows(from_id, to_id, &BTreeMap::new(), false))
 }
 
 /// `audit.verify(checkpoint => ...)`: checks a signed checkpoint (src/checkpoint.rs) and then
@@ -318,7 +399,7 @@ fn verify_checkpoint(
         Ok((heads, note)) => (parse_heads(heads).unwrap_or_else(|e| raise(e)), (None, 0, true, None, None, Some(note))),
         Err(problem) => (BTreeMap::new(), (None, 0, false, None, None, Some(format!("checkpoint: {problem}")))),
     };
-    let mut rows = verify_rows(None, None, &noted);
+    let mut rows = verify_rows(None, None, &noted, false);
     rows.push(row);
     crate::reads::record(
         "audit.verify",
@@ -340,14 +421,17 @@ fn checkpoint_field(cp: &serde_json::Value, key: &str) -> Option<String> {
 /// What verify returns is chain-level (counts, ids, seqs, what kind of damage), never an event's
 /// contents; the guards row names its problems to those who may read the whole log, and only
 /// counts them for a viewer.
-fn verify_rows(from_id: Option<i64>, to_id: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<VerifyRow> {
+///
+/// `since`: the noted heads are where checking starts, not what the end is compared with.
+fn verify_rows(from_id: Option<i64>, to_id: Option<i64>, noted: &BTreeMap<i32, Noted>, since: bool) -> Vec<VerifyRow> {
     let sees_all = crate::status::read_text(
         "SELECT (pg_catalog.pg_has_role(CURRENT_USER, 'audit_reader', 'USAGE') \
                  OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))::pg_catalog.text",
     )
     .as_deref()
         == Some("true");
-    let (rows, problems) = crate::pg::elevate::as_owner(|| (run(from_id, to_id, noted), crate::guards::problems()));
+    let (rows, problems) =
+        crate::pg::elevate::as_owner(|| (run(from_id, to_id, noted, since), crate::guards::problems()));
     let mut out: Vec<VerifyRow> = rows
         .into_iter()
         .map(|(chain, r)| {
@@ -392,7 +476,7 @@ fn parse_heads(v: serde_json::Value) -> Result<BTreeMap<i32, Noted>, VerifyError
     Ok(out)
 }
 
-fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<(i32, Report)> {
+fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>, since: bool) -> Vec<(i32, Report)> {
     let anchors = load_anchors();
     let mut chains: Vec<i32> = Spi::connect(|client| {
         client
@@ -410,7 +494,10 @@ fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<
     chains
         .into_iter()
         .map(|c| {
-            let mut r = check_chain(c, from, to, noted.get(&c), &anchors);
+            let mut r = match noted.get(&c) {
+                Some(n) if since => check_chain_since(c, n, &anchors),
+                n => check_chain(c, from, to, n, None, &anchors),
+            };
             if !noted.is_empty() && !noted.contains_key(&c) && r.bad.is_none() {
                 // a chain retention emptied before the heads were noted is not new: audit.head()
                 // lists no chain without events
@@ -428,7 +515,115 @@ fn run(from: Option<i64>, to: Option<i64>, noted: &BTreeMap<i32, Noted>) -> Vec<
         .collect()
 }
 
-fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Option<&Noted>, all_anchors: &Anchors) -> Report {
+/// One chain from a noted head on: the head first (see [`noted_start`]), then the events after
+/// it, the first of which must link to it.
+fn check_chain_since(chain: i32, noted: &Noted, all_anchors: &Anchors) -> Report {
+    let (start, note) = match noted_start(chain, noted, all_anchors.of(chain)) {
+        Ok(s) => s,
+        Err(bad) => return Report { checked: 0, bad: Some(bad), note: None },
+    };
+    let mut report = check_chain(chain, None, None, None, Some(start), all_anchors);
+    if report.bad.is_none() {
+        let what = match report.checked {
+            0 => format!("no events after noted head seq {}", noted.seq),
+            n => format!("checked the {n} event(s) after noted head seq {}", noted.seq),
+        };
+        report.note = Some(match (note, report.note.take()) {
+            (Some(a), Some(b)) => format!("{a}; {what}; {b}"),
+            (Some(a), None) => format!("{a}; {what}"),
+            (None, Some(b)) => format!("{what}; {b}"),
+            (None, None) => what,
+        });
+    }
+    report
+}
+
+/// Where incremental checking of `chain` starts: the noted head's (seq, hash) once it is
+/// found unchanged (there, with the noted hash, and its content matching it), or, when
+/// retention dropped it, the end of the retention anchor that covers it (if that anchor can be
+/// relied on). Err: what is wrong, as a Report's `bad`.
+#[allow(clippy::type_complexity)]
+fn noted_start(
+    chain: i32,
+    noted: &Noted,
+    anchors: &[Anchor],
+) -> Result<((i64, Link), Option<String>), (Option<i64>, i64, String)> {
+    let seq = noted.seq;
+    let noted_link = Link::of(Some(&noted.hash));
+    match event_checked_at(chain, seq) {
+        Some((id, stored, _)) if stored != noted.hash => Err((
+            Some(id),
+            seq,
+            format!(
+                "noted head seq {seq} has changed (noted {}, now {}): the chain was rewritten",
+                to_hex(&noted.hash),
+                to_hex(&stored)
+            ),
+        )),
+        Some((id, _, false)) => Err((
+            Some(id),
+            seq,
+            format!("hash mismatch at noted head seq {seq}: the event's content differs from what was hashed"),
+        )),
+        Some(_) => Ok(((seq, noted_link), None)),
+        None => match anchors.iter().find(|a| a.from <= seq && seq <= a.to) {
+            Some(a) if a.unbacked.is_some() => Err((
+                None,
+                seq,
+                format!(
+                    "noted head seq {seq} is gone, and the retention anchor that claims seqs {}..{} cannot be relied on: {}",
+                    a.from,
+                    a.to,
+                    a.unbacked.as_deref().unwrap_or_default()
+                ),
+            )),
+            Some(a) if a.to == seq && a.hash != noted.hash => Err((
+                None,
+                seq,
+                format!(
+                    "noted head seq {seq} differs from its retention anchor (noted {}, anchor {}): the chain was rewritten",
+                    to_hex(&noted.hash),
+                    to_hex(&a.hash)
+                ),
+            )),
+            Some(a) => Ok((
+                (a.to, Link::of(Some(&a.hash))),
+                Some(format!("noted head seq {seq} was dropped by retention (anchor up to seq {})", a.to)),
+            )),
+            None => Err((None, seq, format!("noted head seq {seq} is missing: the chain was truncated"))),
+        },
+    }
+}
+
+/// Id, stored hash, and whether the content still gives that hash, of the event at `seq` on
+/// `chain` (the first by id, as verify orders them).
+fn event_checked_at(chain: i32, seq: i64) -> Option<(i64, Vec<u8>, bool)> {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT e.id, e.hash, e.hash IS NOT DISTINCT FROM audit.hash_event(e) FROM audit.events e \
+                 WHERE e.chain = $1 AND e.seq = $2 ORDER BY e.id LIMIT 1",
+                Some(1),
+                &[chain.into(), seq.into()],
+            )
+            .ok()?
+            .first();
+        let id = row.get::<i64>(1).ok()??;
+        let hash = row.get::<Vec<u8>>(2).ok()?.unwrap_or_default();
+        Some((id, hash, row.get::<bool>(3).ok()?.unwrap_or(false)))
+    })
+}
+
+/// `after`: only the events after this (seq, hash), the first linking to it (incremental
+/// verification); None: from the chain's start or, with `from`, from the event before `from`.
+fn check_chain(
+    chain: i32,
+    from: Option<i64>,
+    to: Option<i64>,
+    noted: Option<&Noted>,
+    after: Option<(i64, Link)>,
+    all_anchors: &Anchors,
+) -> Report {
     let mut report = Report::default();
     let anchors = all_anchors.of(chain);
     // the anchors this chain was checked across
@@ -438,24 +633,26 @@ fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Option<&No
     // Every partition, whatever the class: an event moved to another retention class (which
     // is not hashed) is found and reported as moved, never missed.
     let query = CString::new(format!(
-        "SELECT {}, e.retention_class FROM audit.events e WHERE e.chain = $1 {range} ORDER BY e.seq, e.id",
+        "SELECT {}, e.retention_class FROM audit.events e WHERE e.chain = $1 AND e.seq > $4 {range} ORDER BY e.seq, e.id",
         event::select_list(),
     ))
     .unwrap();
     let class_col = event::COLUMNS.len();
     let spi = spi::Connection::open();
-    let plan = spi.prepare(&query, &[pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::INT8OID]);
+    let plan = spi.prepare(&query, &[pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::INT8OID]);
     let mut cursor = spi.cursor(
         &plan,
         &[
             Some(Value::from_int4(chain)),
             Some(Value::from_int8(from.unwrap_or(i64::MIN))),
             Some(Value::from_int8(to.unwrap_or(i64::MAX))),
+            // every seq, forged ones below 1 too, unless checking starts after a noted head
+            Some(Value::from_int8(after.map_or(i64::MIN, |(seq, _)| seq))),
         ],
     );
 
     // What the next event must look like: its seq, and what its prev_hash must be.
-    let mut expect: Option<(i64, Link)> = None;
+    let mut expect: Option<(i64, Link)> = after.map(|(seq, link)| (seq + 1, link));
     let mut last_seq = 0i64;
     let mut batch_cx = crate::pg::memory::Scratch::new("audit_ext verify");
     // bytes hashed since the last reset of batch_cx (detoasted values live there until then)
@@ -569,7 +766,7 @@ fn check_chain(chain: i32, from: Option<i64>, to: Option<i64>, noted: Option<&No
 
     if report.bad.is_none() {
         let event = all_anchors.event.unwrap_or_default();
-        if report.checked == 0 && from.is_none() {
+        if report.checked == 0 && from.is_none() && after.is_none() {
             if let Some(a) = anchors.iter().max_by_key(|a| a.to) {
                 report.note = Some(match &a.unbacked {
                     None => format!(

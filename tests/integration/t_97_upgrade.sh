@@ -50,6 +50,8 @@ export PGDATABASE=audit_upgrade
 # what changed in this version works on the updated database
 sql "SELECT audit.record('order.update', 'order', '44')" >/dev/null
 assert_eq t "$(sql "SELECT bool_and(ok) FROM audit.verify()")" "events recorded after the update chain on and verify"
+assert_match "^true\|[1-9]" "$(sql "SELECT bool_and(ok) || '|' || sum(events_checked) FROM audit.verify(since => '$heads')")" \
+  "audit.verify(since => ...), new in 0.2.0, checks the events after the heads noted under 0.1.0"
 assert_match "does not list" "$(sql "SELECT audit_internal._event('row.inserted', 'capture', 'table', NULL, 'x')" 2>&1 || true)" \
   "after the update an event name outside src/vocab.rs is refused (XX000)"
 assert_eq 0 "$(sql "SELECT count(*) FROM audit_internal._guard_problems()")" "the guards row is clean on the updated database"
