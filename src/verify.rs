@@ -275,17 +275,7 @@ fn verify(
     from_id: Option<i64>,
     to_id: Option<i64>,
     heads: Option<JsonB>,
-) -> TableIterator<
-    'static,
-    (
-        name!(chain, Option<i32>),
-        name!(events_checked, i64),
-        name!(ok, bool),
-        name!(first_bad_id, Option<i64>),
-        name!(first_bad_seq, Option<i64>),
-        name!(reason, Option<String>),
-    ),
-> {
+) -> TableIterator<'static, (Option<i32>, i64, bool, Option<i64>, Option<i64>, Option<String>)> {
     TableIterator::new(verify_heads(from_id, to_id, heads))
 }
 
