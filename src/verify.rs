@@ -228,6 +228,9 @@ struct Report {
     note: Option<String>,
 }
 
+/// Rows per cursor fetch. At 10,000 a fetch allocated a 4 MB batch afresh every time, and page
+/// faults took 22.8% of verify's profile; at 500 they take 8.6% (BENCHMARKS.md, "Performance,
+/// profiles and scale").
 const BATCH: i64 = 500;
 /// Rows, and bytes of values, between resets of verify's temporary memory context.
 const RESET_ROWS: usize = 500;
@@ -300,8 +303,8 @@ fn verify_heads(from_id: Option<i64>, to_id: Option<i64>, heads: Option<JsonB>) 
 /// (`audit.head()`) or a signed checkpoint, checks each noted head (still there, its stored
 /// hash the noted one, its content matching that hash) and then only the events after it,
 /// each linking to the one before, the first to the noted head: over the `(chain, seq)` index,
-/// in time proportional to the new events, not to the log (measured in BENCHMARKS.md: 10,000
-/// new events on a 10,000,000-event log). Chains that are not in the noted heads began later
+/// in time proportional to the new events, not to the log (BENCHMARKS.md, "Scale": 10,000 new
+/// events took 44 ms on an empty log and 66 ms on one of 10,000,000). Chains that are not in the noted heads began later
 /// and are checked whole. A checkpoint whose signature fails is not relied on: the whole log is
 /// checked, and its row says why.
 fn verify_since(since: serde_json::Value) -> Vec<VerifyRow> {
